@@ -1,0 +1,37 @@
+# gemcast: one Makefile for set-up, tests, the local stack and benchmarks.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: venv test test-fast demo demo-gcp bench lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+test: $(STAMP) infra-tools
+	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow and not e2e"
+
+demo: $(STAMP)
+	$(BIN)/gemcast up
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.run
+
+lint: $(STAMP)
+	$(BIN)/ruff check layers functions gcp local tests webapp
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) .gemcast .aws-sam bench/results
+
+# Targets of each part of the system live beside it in mk/.
+-include mk/*.mk

@@ -1,0 +1,165 @@
+"""AWS adapters of the cloud-neutral parts: the SageMaker endpoint client and the DynamoDB
+prediction log (with its SQS dead-letter queue). boto3 only; clients come in from the
+caller, created once per Lambda container.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+import zlib
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+from gemcast.errors import EndpointError
+
+logger = logging.getLogger(__name__)
+
+# A DynamoDB item holds at most 400 KB; bigger request or response documents are stored
+# compressed (zlib, base64) so a 1,000-stone batch is still logged whole.
+INLINE_LIMIT = 64 * 1024
+
+
+def endpoint_client_config(timeout_s: float) -> Any:
+    """Timeouts and retries (throttling included) for sagemaker-runtime."""
+    from botocore.config import Config
+
+    return Config(
+        connect_timeout=min(2.0, timeout_s),
+        read_timeout=timeout_s,
+        retries={"mode": "standard", "max_attempts": 3},
+    )
+
+
+class SageMakerEndpoint:
+    """Calls a SageMaker endpoint (or, locally, the serving process at the same wire path)."""
+
+    def __init__(self, client: Any, endpoint_name: str) -> None:
+        self.client = client
+        self.endpoint_name = endpoint_name
+
+    def invoke(self, instances: list[dict[str, Any]]) -> dict[str, Any]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            response = self.client.invoke_endpoint(
+                EndpointName=self.endpoint_name,
+                ContentType="application/json",
+                Accept="application/json",
+                Body=json.dumps({"instances": instances}).encode(),
+            )
+            payload = json.loads(response["Body"].read())
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+            unavailable = code in {"ThrottlingException", "ServiceUnavailable", "ValidationError"} or status >= 500
+            raise EndpointError(f"invoke_endpoint {self.endpoint_name}: {code} {exc}",
+                                status=503 if unavailable and code != "ModelError" else 502) from exc
+        except BotoCoreError as exc:  # connection refused, timeouts
+            raise EndpointError(f"invoke_endpoint {self.endpoint_name}: {exc}", status=503) from exc
+        except ValueError as exc:
+            raise EndpointError(f"invoke_endpoint {self.endpoint_name}: the answer is not JSON: {exc}",
+                                status=502) from exc
+        if not isinstance(payload, dict):
+            raise EndpointError("the model endpoint answered with something other than an object", status=502)
+        return payload
+
+
+def _to_dynamo(value: Any) -> Any:
+    if isinstance(value, float):
+        return Decimal(str(value))
+    if isinstance(value, dict):
+        return {k: _to_dynamo(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_to_dynamo(v) for v in value]
+    return value
+
+
+def to_item(record: dict[str, Any]) -> dict[str, Any]:
+    """A log record as a DynamoDB item: documents as JSON text, compressed when large."""
+    item = {k: v for k, v in record.items() if k not in {"request", "response"}}
+    for key in ("request", "response"):
+        text = json.dumps(record.get(key), separators=(",", ":"))
+        if len(text) > INLINE_LIMIT:
+            item[f"{key}_gz"] = base64.b64encode(zlib.compress(text.encode(), 6)).decode()
+        else:
+            item[key] = text
+    return _to_dynamo(item)
+
+
+def from_item(item: dict[str, Any]) -> dict[str, Any]:
+    """A DynamoDB item back into a log record."""
+    out: dict[str, Any] = {}
+    for k, v in item.items():
+        if isinstance(v, Decimal):
+            v = int(v) if v == v.to_integral_value() and k != "latency_ms" else float(v)
+        out[k] = v
+    for key in ("request", "response"):
+        if f"{key}_gz" in out:
+            out[key] = json.loads(zlib.decompress(base64.b64decode(out.pop(f"{key}_gz"))))
+        elif isinstance(out.get(key), str):
+            out[key] = json.loads(out[key])
+    return out
+
+
+class DynamoPredictionLog:
+    """Writes log records to DynamoDB; retries, then the SQS dead-letter queue; never raises.
+
+    ``on_failure(kind)`` is called with "retry", "dlq" or "lost" so the handler can count
+    them in a metric. "lost" means both DynamoDB and SQS failed: the record is then written
+    whole to the function's log, which CloudWatch keeps, so it can still be replayed.
+    """
+
+    def __init__(self, table: Any, sqs: Any, dlq_url: str, *, attempts: int = 3, backoff_s: float = 0.05,
+                 on_failure: Callable[[str], None] | None = None) -> None:
+        self.table = table
+        self.sqs = sqs
+        self.dlq_url = dlq_url
+        self.attempts = attempts
+        self.backoff_s = backoff_s
+        self.on_failure = on_failure or (lambda _kind: None)
+
+    def write(self, record: dict[str, Any]) -> bool:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        item = to_item(record)
+        error: Exception | None = None
+        for attempt in range(1, self.attempts + 1):
+            try:
+                self.table.put_item(Item=item)
+                return True
+            except (ClientError, BotoCoreError) as exc:
+                error = exc
+                self.on_failure("retry")
+                logger.warning("prediction log write %d/%d failed: %s", attempt, self.attempts, exc)
+                if attempt < self.attempts:
+                    time.sleep(self.backoff_s * (2 ** (attempt - 1)))
+        try:
+            self.sqs.send_message(
+                QueueUrl=self.dlq_url,
+                MessageBody=json.dumps(record, default=str),
+                MessageAttributes={"reason": {"DataType": "String", "StringValue": str(error)[:250]}},
+            )
+            self.on_failure("dlq")
+            logger.error("prediction log record %s sent to the dead-letter queue", record.get("request_id"))
+        except (ClientError, BotoCoreError) as exc:  # the last resort is the function's own log
+            self.on_failure("lost")
+            logger.critical("prediction log record could not be stored (%s); record follows: %s", exc,
+                            json.dumps(record, default=str))
+        return False
+
+
+def recent_for_caller(table: Any, caller: str, limit: int = 20) -> list[dict[str, Any]]:
+    """The caller's own most recent log records (GSI by_caller), newest first."""
+    from boto3.dynamodb.conditions import Key
+
+    response = table.query(
+        IndexName="by_caller",
+        KeyConditionExpression=Key("caller").eq(caller),
+        ScanIndexForward=False,
+        Limit=max(1, min(limit, 100)),
+    )
+    return [from_item(i) for i in response.get("Items", [])]

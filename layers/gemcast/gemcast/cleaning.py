@@ -1,0 +1,207 @@
+"""Cleaning a dataset: every row accepted or rejected with its reasons, nothing dropped silently.
+
+The rules are those of ``gemcast.schema.check_stone`` (with the price) plus exact duplicates.
+Pure standard library, so the preprocess function needs neither pandas nor numpy.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from gemcast.errors import DatasetError
+from gemcast.schema import COLUMNS, Problem, check_stone, encode, stone_id
+
+MAX_REPORTED_EXAMPLES = 5
+
+
+@dataclass
+class RejectedRow:
+    line: int  # line number in the file, the header being line 1
+    raw: dict[str, Any]
+    problems: list[Problem]
+    source: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {"line": self.line, "row": self.raw, "reasons": [p.as_dict() for p in self.problems]}
+        if self.source:
+            out["source"] = self.source
+        return out
+
+
+@dataclass
+class CleanResult:
+    """Accepted rows (typed) and rejected rows (raw, with reasons), in file order."""
+
+    accepted: list[dict[str, Any]] = field(default_factory=list)
+    accepted_lines: list[int] = field(default_factory=list)
+    rejected: list[RejectedRow] = field(default_factory=list)
+    source: str = ""
+
+    @property
+    def total(self) -> int:
+        return len(self.accepted) + len(self.rejected)
+
+    def reason_counts(self) -> dict[str, int]:
+        """How many rows were rejected for each kind of reason (first word pattern by field)."""
+        counts: Counter[str] = Counter()
+        for row in self.rejected:
+            for problem in row.problems:
+                counts[_reason_kind(problem)] += 1
+        return dict(sorted(counts.items()))
+
+    def snapshot_id(self) -> str:
+        """Content id of the accepted data: the same rows give the same id."""
+        digest = hashlib.sha256()
+        for row in self.accepted:
+            digest.update(curated_line(row).encode())
+        return "snap-" + digest.hexdigest()[:16]
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "rows": self.total,
+            "accepted": len(self.accepted),
+            "rejected": len(self.rejected),
+            "rejected_by_reason": self.reason_counts(),
+            "snapshot_id": self.snapshot_id(),
+        }
+
+    def curated_csv(self) -> str:
+        return ",".join(COLUMNS) + "\n" + "".join(curated_line(r) for r in self.accepted)
+
+    def rejected_jsonl(self) -> str:
+        return "".join(json.dumps(r.as_dict(), sort_keys=True) + "\n" for r in self.rejected)
+
+    def matrix(self) -> tuple[list[list[float]], list[float]]:
+        """(encoded features, prices) of the accepted rows."""
+        return [encode(r) for r in self.accepted], [float(r["price"]) for r in self.accepted]
+
+
+def _reason_kind(problem: Problem) -> str:
+    reason = problem.reason
+    if reason.startswith("exact duplicate"):
+        return "duplicate"
+    if reason == "is missing":
+        return f"{problem.field}: missing"
+    if "must be a number" in reason or "finite" in reason:
+        return f"{problem.field}: not a number"
+    if reason.startswith("unknown"):
+        return f"{problem.field}: unknown category"
+    if "greater than 0" in reason:
+        return f"{problem.field}: not positive"
+    if "contradicts" in reason or "impossible" in reason or "round stone" in reason:
+        return f"{problem.field}: inconsistent measurements"
+    if "at least" in reason or "at most" in reason:
+        return f"{problem.field}: out of range"
+    return problem.field
+
+
+def curated_line(row: Mapping[str, Any]) -> str:
+    price = row["price"]
+    price_text = str(int(price)) if float(price).is_integer() else repr(float(price))
+    return (
+        f"{row['carat']:g},{row['cut']},{row['color']},{row['clarity']},{row['depth']:g},"
+        f"{row['table']:g},{price_text},{row['x']:g},{row['y']:g},{row['z']:g}\n"
+    )
+
+
+def _check_header(header: list[str] | None) -> list[str]:
+    if header is None:
+        raise DatasetError("the file is empty: expected a header line " + ",".join(COLUMNS))
+    names = [h.strip() for h in header]
+    missing = [c for c in COLUMNS if c not in names]
+    extra = [h for h in names if h not in COLUMNS]
+    repeated = sorted({h for h in names if names.count(h) > 1})
+    if missing or extra or repeated:
+        parts = []
+        if missing:
+            parts.append("missing " + ", ".join(missing))
+        if extra:
+            parts.append("unexpected " + ", ".join(repr(e) for e in extra))
+        if repeated:
+            parts.append("repeated " + ", ".join(repeated))
+        raise DatasetError(f"wrong header ({'; '.join(parts)}): expected {','.join(COLUMNS)}")
+    return names
+
+
+class Cleaner:
+    """Cleans one or more CSV documents as one dataset (duplicates are found across them)."""
+
+    def __init__(self) -> None:
+        self.result = CleanResult()
+        self._first_line_of: dict[str, str] = {}
+
+    def add_rows(self, rows: Iterable[list[str]], *, source: str = "") -> None:
+        iterator = iter(rows)
+        where = f"{source}: " if source else ""
+        try:
+            header = _check_header(next(iterator, None))
+        except DatasetError as exc:
+            raise DatasetError(f"{where}{exc}") from exc
+        self.result.source = ", ".join(s for s in (self.result.source, source) if s)
+        before = self.result.total
+        for line, cells in enumerate(iterator, start=2):
+            if not cells or all(not c.strip() for c in cells):
+                continue  # a blank line is not a row
+            raw = dict(zip(header, cells, strict=False))
+            problems: list[Problem] = []
+            if len(cells) != len(header):
+                problems.append(Problem("row", f"has {len(cells)} fields, expected {len(header)}"))
+            values, stone_problems = check_stone(raw, with_price=True)
+            problems.extend(stone_problems)
+            label = f"{source}:{line}" if source else f"line {line}"
+            if not problems:
+                key = stone_id(values) + f"|{values['price']:g}"
+                if key in self._first_line_of:
+                    problems.append(Problem("row", f"exact duplicate of {self._first_line_of[key]}"))
+                else:
+                    self._first_line_of[key] = label
+            if problems:
+                self.result.rejected.append(RejectedRow(line, raw, problems, source))
+            else:
+                self.result.accepted.append(values)
+                self.result.accepted_lines.append(line)
+        if self.result.total == before:
+            raise DatasetError(f"{where}the file has a header but no data rows")
+
+    def add_csv(self, text: str | bytes, *, source: str = "") -> None:
+        if isinstance(text, bytes):
+            try:
+                text = text.decode("utf-8-sig")
+            except UnicodeDecodeError as exc:
+                raise DatasetError(f"{source or 'the file'} is not UTF-8 text: {exc}") from exc
+        if not text.strip():
+            raise DatasetError(
+                f"{source + ' ' if source else ''}the file is empty: expected a header line " + ",".join(COLUMNS)
+            )
+        self.add_rows(csv.reader(io.StringIO(text)), source=source)
+
+    def finish(self) -> CleanResult:
+        result = self.result
+        if result.total == 0:
+            raise DatasetError("no data rows")
+        if not result.accepted:
+            kinds = ", ".join(f"{k} ({n})" for k, n in result.reason_counts().items())
+            raise DatasetError(f"all {result.total} rows were rejected: {kinds}")
+        return result
+
+
+def clean_rows(rows: Iterable[list[str]], *, source: str = "") -> CleanResult:
+    """Clean parsed CSV rows (the first is the header)."""
+    cleaner = Cleaner()
+    cleaner.add_rows(rows, source=source)
+    return cleaner.finish()
+
+
+def clean_csv(text: str | bytes, *, source: str = "") -> CleanResult:
+    """Clean a whole CSV document."""
+    cleaner = Cleaner()
+    cleaner.add_csv(text, source=source)
+    return cleaner.finish()

@@ -1,0 +1,249 @@
+"""The ``gemcast`` command: train, predict, models, serve, and the local stack.
+
+Every form prints what scripts rely on (``--json`` where a machine reads it) and exits
+non-zero with a one-line error naming the problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from gemcast.errors import GemcastError
+
+DEFAULT_REGISTRY_ENV = "REGISTRY_URI"
+
+
+def _registry_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--registry",
+        default=os.environ.get(DEFAULT_REGISTRY_ENV),
+        required=DEFAULT_REGISTRY_ENV not in os.environ,
+        help="registry URI: file:///path, s3://bucket/models or gs://bucket/models (default: $REGISTRY_URI)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gemcast", description="Diamond pricing: train, serve, predict.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = sub.add_parser("train", help="clean data, train, score, gate and promote a model")
+    train.add_argument("--data", required=True, help="CSV path or URI, or a folder URI ending in '/'")
+    _registry_arg(train)
+    train.add_argument("--kind", choices=("gbm", "linear"), default="gbm", help="model kind (default gbm)")
+    train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    train.add_argument("--budget", type=float, default=60.0, help="search time budget in seconds (default 60)")
+    train.add_argument("--trials", type=int, default=6, help="search candidates at most (default 6)")
+    train.add_argument("--max-iter", type=int, default=3000, help="boosting rounds at most (default 3000)")
+    train.add_argument("--gate-metric", choices=("mae", "mape", "rmse"), default="mae")
+    train.add_argument("--margin", type=float, default=float(os.environ.get("PROMOTION_MARGIN", "0") or 0),
+                       help="relative improvement over the champion needed to promote (default 0)")
+    train.add_argument("--no-promote", action="store_true", help="publish but never promote")
+    train.add_argument("--json", action="store_true", help="print the outcome as JSON")
+
+    predict = sub.add_parser("predict", help="price stones with the champion (or --version)")
+    _registry_arg(predict)
+    predict.add_argument("--json", dest="stones", required=True,
+                         help='a stone or a list of stones as JSON, e.g. \'{"carat": 0.7, "cut": "Ideal", ...}\'')
+    predict.add_argument("--version", help="a model version (default: the champion)")
+    predict.add_argument("--no-reasons", action="store_true", help="prices only")
+
+    models = sub.add_parser("models", help="list, show, promote or roll back model versions")
+    msub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    mlist = msub.add_parser("list", help="every model trained, with metrics; * marks the champion")
+    _registry_arg(mlist)
+    mlist.add_argument("--json", action="store_true")
+    mshow = msub.add_parser("show", help="a version's manifest")
+    mshow.add_argument("version")
+    _registry_arg(mshow)
+    mpromote = msub.add_parser("promote", help="make a version the champion (its sha256 is checked)")
+    mpromote.add_argument("version")
+    mpromote.add_argument("--reason", default="promoted by hand")
+    _registry_arg(mpromote)
+    mrollback = msub.add_parser("rollback", help="put back the previous champion, or VERSION")
+    mrollback.add_argument("version", nargs="?")
+    _registry_arg(mrollback)
+
+    serve = sub.add_parser("serve", help="the model server (SageMaker and Vertex AI contracts)")
+    where = serve.add_mutually_exclusive_group(required=DEFAULT_REGISTRY_ENV not in os.environ)
+    where.add_argument("--registry", default=os.environ.get(DEFAULT_REGISTRY_ENV),
+                       help="registry URI; serves the champion, or --version (default: $REGISTRY_URI)")
+    where.add_argument("--model-dir", help="one model package folder URI (REGISTRY/VERSION), e.g. AIP_STORAGE_URI")
+    serve.add_argument("--version", help="a pinned model version (default: the champion)")
+    serve.add_argument("--port", type=int, default=None, help="port (default $AIP_HTTP_PORT or 8080)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 in the image)")
+    serve.add_argument("--workers", type=int, default=None, help="worker processes (default: cores)")
+
+    # The local stack (gemcast_local, installed with the repository, not in the layer).
+    up = sub.add_parser("up", help="run the whole AWS stack on this machine (make demo); Ctrl-C stops it")
+    up.add_argument("--api-port", type=int, default=3000, help="local API gateway port (default 3000)")
+    up.add_argument("--state", default=".gemcast", help="state and logs folder (default .gemcast)")
+    up.add_argument("--kind", choices=("gbm", "linear"), default="gbm", help="model kind to train (default gbm)")
+    up.add_argument("--budget", type=float, default=30.0, help="training search budget in seconds (default 30)")
+    up.add_argument("--trials", type=int, default=2, help="training search candidates at most (default 2)")
+    trigger = sub.add_parser("trigger", help="the daily training check, now, on the running local stack "
+                             "(a job trains as a local process)")
+    trigger.add_argument("--state", default=".gemcast", help="the local stack's state folder")
+    trigger.add_argument("--kind", choices=("gbm", "linear"), help="model kind of the job")
+    trigger.add_argument("--budget", type=float, help="the job's search budget in seconds")
+    trigger.add_argument("--trials", type=int, help="the job's search candidates at most")
+    token = sub.add_parser("token", help="print an ID token of the running local stack's demo user")
+    token.add_argument("--state", default=".gemcast", help="the local stack's state folder (default .gemcast)")
+    token.add_argument("--user", help="e-mail of another user of the local pool")
+    token.add_argument("--password", help="that user's password")
+
+    return parser
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, sort_keys=True))
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from gemcast.pipeline import run_training
+
+    outcome = run_training(
+        args.data,
+        args.registry,
+        kind=args.kind,
+        seed=args.seed,
+        budget_s=args.budget,
+        max_trials=args.trials,
+        max_iter=args.max_iter,
+        gate_metric=args.gate_metric,
+        margin=args.margin,
+        promote=not args.no_promote,
+    )
+    if args.json:
+        _print_json({"version": outcome.version, "metrics": outcome.metrics, "promoted": outcome.promoted,
+                     "gate": outcome.decision.as_dict()})
+    else:
+        m = outcome.metrics
+        print(f"version   {outcome.version}")
+        print(f"metrics   MAE ${m['mae']:.2f}  MAPE {m['mape']:.3f} %  RMSE ${m['rmse']:.2f}  R2 {m['r2']:.4f}"
+              f"  ({m['n']} held-out stones)")
+        print(f"gate      {'PASS' if outcome.decision.promote else 'FAIL'}: {outcome.decision.reason}")
+        print(f"champion  {'promoted' if outcome.promoted else 'unchanged'}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from gemcast.predict import Predictor, parse_instances
+    from gemcast.registry import Registry
+
+    try:
+        body = json.loads(args.stones)
+    except json.JSONDecodeError as exc:
+        raise GemcastError(f"--json is not valid JSON: {exc}") from exc
+    stones, single = parse_instances(body)
+    registry = Registry(args.registry)
+    loaded = registry.load(args.version) if args.version else registry.load_champion()
+    results = Predictor(loaded.model, loaded.version).price(stones, reasons=not args.no_reasons)
+    out: dict[str, Any] = {"model_version": loaded.version}
+    if single:
+        out.update(results[0])
+    else:
+        out["predictions"] = results
+    _print_json(out)
+    return 1 if all("error" in r for r in results) else 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from gemcast.registry import Registry
+
+    registry = Registry(args.registry)
+    action = args.models_command
+    if action == "list":
+        rows = registry.history()
+        if args.json:
+            _print_json(rows)
+            return 0
+        if not rows:
+            print(f"no models in {args.registry}")
+            return 0
+        print(f"  {'version':<24} {'kind':<7} {'MAE':>9} {'MAPE %':>8} {'R2':>7}  {'gate':<5} snapshot")
+        for r in rows:
+            m = r["metrics"] or {}
+            gate_text = "pass" if (r.get("gate") or {}).get("promote") else "fail"
+            print(f"{'*' if r['champion'] else ' '} {r['version']:<24} {r['kind'] or '?':<7} "
+                  f"{m.get('mae', float('nan')):>9.2f} {m.get('mape', float('nan')):>8.3f} "
+                  f"{m.get('r2', float('nan')):>7.4f}  {gate_text:<5} {r['snapshot_id']}")
+        return 0
+    if action == "show":
+        _print_json(registry.manifest(args.version))
+        return 0
+    if action == "promote":
+        pointer = registry.promote(args.version, reason=args.reason)
+        print(f"champion is now {pointer['version']}")
+        return 0
+    pointer = registry.rollback(args.version)
+    print(f"champion is now {pointer['version']} (rolled back from {pointer['previous']})")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from gemcast.serving import run_server
+
+    port = args.port if args.port is not None else int(os.environ.get("AIP_HTTP_PORT", "8080"))
+    registry, version = args.registry, args.version
+    if args.model_dir:
+        registry, _, version = args.model_dir.rstrip("/").rpartition("/")
+    return run_server(registry, version=version, host=args.host, port=port, workers=args.workers)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from gemcast_local.stack import StackConfig, up
+
+    return up(StackConfig(state_dir=Path(args.state), api_port=args.api_port, kind=args.kind,
+                          budget_s=args.budget, trials=args.trials))
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from gemcast_local.stack import token
+
+    print(token(Path(args.state), args.user, args.password))
+    return 0
+
+
+def cmd_trigger(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from gemcast_local.trigger import run_trigger
+
+    train_args = [f"--{name}={value}" for name in ("kind", "budget", "trials")
+                  if (value := getattr(args, name)) is not None]
+    _print_json(run_trigger(state_dir=Path(args.state), train_args=train_args))
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "predict": cmd_predict, "models": cmd_models, "serve": cmd_serve,
+            "up": cmd_up, "token": cmd_token, "trigger": cmd_trigger}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return COMMANDS[args.command](args)
+    except GemcastError as exc:
+        print(f"gemcast {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""Entrypoints of the training and serving image: the same code under three contracts.
+
+``train``:
+- AWS Batch: ``train --data s3://... --registry s3://...`` (the job definition's command).
+- SageMaker training job: no arguments; data in ``/opt/ml/input/data/<channel>/``,
+  hyperparameters in ``/opt/ml/input/config/hyperparameters.json``, output in ``/opt/ml/model``.
+- Vertex AI CustomJob: ``--data gs://...``; the registry defaults to ``AIP_MODEL_DIR``.
+
+``serve``:
+- SageMaker: port 8080, ``/ping`` and ``/invocations``; the model is the package SageMaker
+  copied into ``/opt/ml/model`` (the uncompressed ``models/<version>/`` prefix), or else
+  ``REGISTRY_URI`` at ``MODEL_VERSION`` (pinned by the deployment, so blue/green swaps a
+  known version).
+- Vertex AI: ``AIP_HTTP_PORT``, ``AIP_HEALTH_ROUTE``, ``AIP_PREDICT_ROUTE``; the model is the
+  package at ``AIP_STORAGE_URI``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from gemcast.errors import ConfigError
+
+SAGEMAKER_ROOT_ENV = "GEMCAST_SAGEMAKER_ROOT"  # lets tests use a folder in place of /opt/ml
+
+
+def _sm_root(environ: Mapping[str, str]) -> Path:
+    return Path(environ.get(SAGEMAKER_ROOT_ENV, "/opt/ml"))
+
+
+def train_arguments(argv: Sequence[str], environ: Mapping[str, str]) -> list[str]:
+    """The ``gemcast train`` arguments for whichever platform runs the image."""
+    args = list(argv)
+    has = {a.split("=")[0] for a in args if a.startswith("--")}
+    root = _sm_root(environ)
+    hyper_file = root / "input" / "config" / "hyperparameters.json"
+    hyper: dict[str, Any] = json.loads(hyper_file.read_text()) if hyper_file.is_file() else {}
+    if "--data" not in has:
+        data = environ.get("GEMCAST_DATA_URI") or hyper.get("data")
+        channels = root / "input" / "data"
+        if not data and channels.is_dir():
+            channel = channels / str(hyper.get("channel", "training"))
+            if channel.is_dir():
+                data = channel.resolve().as_uri() + "/"
+        if not data:
+            raise ConfigError("no training data: pass --data, set GEMCAST_DATA_URI, or give a SageMaker channel")
+        args += ["--data", str(data)]
+    if "--registry" not in has:
+        registry = (
+            environ.get("REGISTRY_URI")
+            or hyper.get("registry")
+            or environ.get("AIP_MODEL_DIR")
+            or (str((root / "model").resolve().as_uri()) if (root / "input").is_dir() else None)
+        )
+        if not registry:
+            raise ConfigError("no registry: pass --registry, set REGISTRY_URI or AIP_MODEL_DIR")
+        args += ["--registry", str(registry).rstrip("/")]
+    for key in ("kind", "seed", "budget", "trials", "margin"):
+        if key in hyper and f"--{key}" not in has:
+            args += [f"--{key}", str(hyper[key])]
+    return ["train", *args]
+
+
+def serve_arguments(argv: Sequence[str], environ: Mapping[str, str]) -> list[str]:
+    """The ``gemcast serve`` arguments for SageMaker or Vertex AI."""
+    args = list(argv)
+    has = {a.split("=")[0] for a in args if a.startswith("--")}
+    if "--registry" not in has and "--model-dir" not in has:
+        local = _sm_root(environ) / "model"
+        if environ.get("AIP_STORAGE_URI"):
+            args += ["--model-dir", environ["AIP_STORAGE_URI"].rstrip("/")]
+        elif (local / "manifest.json").is_file():
+            # SageMaker copied models/<version>/ here (and may isolate the container from S3).
+            args += ["--model-dir", local.resolve().as_uri()]
+        elif environ.get("REGISTRY_URI"):
+            args += ["--registry", environ["REGISTRY_URI"]]
+            if environ.get("MODEL_VERSION") and "--version" not in has:
+                args += ["--version", environ["MODEL_VERSION"]]
+        else:
+            raise ConfigError(
+                f"no model: set AIP_STORAGE_URI or REGISTRY_URI, or put a model package in {local}"
+            )
+    if "--port" not in has:
+        args += ["--port", environ.get("AIP_HTTP_PORT", "8080")]
+    if "--host" not in has:
+        args += ["--host", "0.0.0.0"]  # noqa: S104 - inside the container, the platform routes to it
+    return ["serve", *args]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from gemcast.cli import main as cli_main
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in {"train", "serve"}:
+        print("usage: (train | serve) [gemcast options]", file=sys.stderr)
+        return 2
+    build = train_arguments if argv[0] == "train" else serve_arguments
+    try:
+        return cli_main(build(argv[1:], os.environ))
+    except ConfigError as exc:
+        print(f"{argv[0]}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

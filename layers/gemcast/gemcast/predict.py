@@ -1,0 +1,96 @@
+"""Pricing stones with a loaded model: validation, batching, prices and reasons.
+
+Shared by the serving process (SageMaker and Vertex AI contracts), the CLI and the local
+stack. A batch is priced in one vectorized call; an invalid stone gets its own error and
+does not fail the others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from gemcast.errors import ValidationError
+from gemcast.schema import FEATURES, check_stone, encode
+
+MAX_BATCH = 1000
+
+
+def parse_instances(body: Any) -> tuple[list[Any], bool]:
+    """The stones of a request body and whether it named a single stone.
+
+    Accepted: one stone object, a list of stones, or ``{"instances": [...]}`` (the Vertex AI
+    and serving-image shape), or ``{"stones": [...]}``.
+    """
+    if isinstance(body, Mapping):
+        for key in ("instances", "stones"):
+            if key in body:
+                items = body[key]
+                if not isinstance(items, list):
+                    raise ValidationError(f"'{key}' must be a list of stones", {key: "must be a list"})
+                return _check_size(items, key), False
+        return [body], True
+    if isinstance(body, list):
+        return _check_size(body, "stones"), False
+    raise ValidationError(
+        "the body must be a stone object or a list of stones",
+        {"body": f"must be an object or a list, got {type(body).__name__}"},
+    )
+
+
+def _check_size(items: list[Any], key: str) -> list[Any]:
+    if not items:
+        raise ValidationError("no stones to price", {key: "must hold at least one stone"})
+    if len(items) > MAX_BATCH:
+        raise ValidationError(
+            f"too many stones: {len(items)} (at most {MAX_BATCH} a request)",
+            {key: f"must hold at most {MAX_BATCH} stones, got {len(items)}"},
+        )
+    return items
+
+
+def stone_error(problems: Sequence[Any]) -> dict[str, Any]:
+    fields: dict[str, str] = {}
+    for p in problems:
+        fields[p.field] = f"{fields[p.field]}; {p.reason}" if p.field in fields else p.reason
+    message = "; ".join(f"{f}: {r}" for f, r in fields.items())
+    return {"message": f"invalid stone: {message}", "fields": fields}
+
+
+class Predictor:
+    """A model with its version, pricing batches of raw stones."""
+
+    def __init__(self, model: Any, version: str) -> None:
+        self.model = model
+        self.version = version
+
+    def price(self, stones: Sequence[Any], *, reasons: bool = True) -> list[dict[str, Any]]:
+        results: list[dict[str, Any]] = [{} for _ in stones]
+        valid_rows: list[list[float]] = []
+        valid_at: list[int] = []
+        for i, raw in enumerate(stones):
+            values, problems = check_stone(raw) if isinstance(raw, Mapping) else ({}, None)
+            if problems is None:
+                results[i] = {"error": {"message": "invalid stone: must be an object with the fields "
+                                                   + ", ".join(FEATURES), "fields": {"stone": "must be an object"}}}
+            elif problems:
+                results[i] = {"error": stone_error(problems)}
+            else:
+                valid_rows.append(encode(values))
+                valid_at.append(i)
+        if valid_rows:
+            X = np.asarray(valid_rows, dtype=float)
+            prices = self.model.predict(X)
+            explained = self.model.reasons_batch(X) if reasons else None
+            for j, i in enumerate(valid_at):
+                out: dict[str, Any] = {"price": round(float(prices[j]), 2)}
+                if explained is not None:
+                    out["base_price"] = round(float(explained[j]["base_price"]), 2)
+                    out["reasons"] = [
+                        {**r, "effect_pct": round(r["effect_pct"], 2), "effect_usd": round(r["effect_usd"], 2)}
+                        for r in explained[j]["reasons"]
+                    ]
+                results[i] = out
+        return results

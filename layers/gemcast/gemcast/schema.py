@@ -1,0 +1,266 @@
+"""The diamond schema: features, category orders, plausible ranges, and stone validation.
+
+Validation is shared by the dataset cleaner, the prediction API (AWS and GCP), the serving
+process and the web app, so that a stone means the same thing everywhere. Validating one
+stone reports every problem at once, by field, in words a person understands.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+FEATURES: tuple[str, ...] = ("carat", "cut", "color", "clarity", "depth", "table", "x", "y", "z")
+TARGET = "price"
+COLUMNS: tuple[str, ...] = ("carat", "cut", "color", "clarity", "depth", "table", "price", "x", "y", "z")
+NUMERIC: tuple[str, ...] = ("carat", "depth", "table", "x", "y", "z")
+
+# Worst to best (ggplot2 order); the ordinal code of a grade is its index here.
+CATEGORIES: dict[str, tuple[str, ...]] = {
+    "cut": ("Fair", "Good", "Very Good", "Premium", "Ideal"),
+    "color": ("J", "I", "H", "G", "F", "E", "D"),
+    "clarity": ("I1", "SI2", "SI1", "VS2", "VS1", "VVS2", "VVS1", "IF"),
+}
+
+CATEGORY_MEANINGS: dict[str, dict[str, str]] = {
+    "cut": {
+        "Fair": "Fair: the lowest cut grade",
+        "Good": "Good",
+        "Very Good": "Very Good",
+        "Premium": "Premium",
+        "Ideal": "Ideal: the best cut grade",
+    },
+    "color": {
+        "J": "J: faint yellow, the lowest grade here",
+        "I": "I: near colorless, slightly tinted",
+        "H": "H: near colorless",
+        "G": "G: near colorless",
+        "F": "F: colorless",
+        "E": "E: colorless",
+        "D": "D: colorless, the best grade",
+    },
+    "clarity": {
+        "I1": "I1: included, the lowest grade",
+        "SI2": "SI2: slightly included (2)",
+        "SI1": "SI1: slightly included (1)",
+        "VS2": "VS2: very slightly included (2)",
+        "VS1": "VS1: very slightly included (1)",
+        "VVS2": "VVS2: very, very slightly included (2)",
+        "VVS1": "VVS1: very, very slightly included (1)",
+        "IF": "IF: internally flawless, the best grade",
+    },
+}
+
+UNITS: dict[str, str] = {
+    "carat": "ct",
+    "depth": "%",
+    "table": "%",
+    "x": "mm",
+    "y": "mm",
+    "z": "mm",
+    "price": "USD",
+}
+
+DESCRIPTIONS: dict[str, str] = {
+    "carat": "weight in carats",
+    "cut": "cut grade",
+    "color": "color grade, D (best) to J",
+    "clarity": "clarity grade, IF (best) to I1",
+    "depth": "total depth: z / mean(x, y), in percent",
+    "table": "width of the top facet relative to the widest point, in percent",
+    "x": "length in mm",
+    "y": "width in mm",
+    "z": "depth in mm",
+    "price": "price in US dollars",
+}
+
+# Plausible closed ranges. A dimension must also be > 0, so its lower bound is exclusive.
+RANGES: dict[str, tuple[float, float]] = {
+    "carat": (0.1, 6.0),
+    "depth": (40.0, 80.0),
+    "table": (40.0, 80.0),
+    "x": (0.0, 15.0),
+    "y": (0.0, 15.0),
+    "z": (0.0, 15.0),
+}
+EXCLUSIVE_LOW = frozenset({"x", "y", "z"})
+
+# Physical consistency of a round brilliant.
+DEPTH_TOLERANCE = 5.0  # percentage points between stated depth and 2*z/(x+y)
+DENSITY_RANGE = (0.0045, 0.0085)  # carats per mm^3 of the x*y*z box (diamond: ~0.006)
+ROUNDNESS_RANGE = (0.8, 1.25)  # x / y
+MAX_PRICE = 10_000_000.0
+
+HOLDOUT_PERCENT = 20
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One reason a stone or row is invalid."""
+
+    field: str
+    reason: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"field": self.field, "reason": self.reason}
+
+
+def _fmt(value: float) -> str:
+    return f"{value:g}"
+
+
+def _parse_number(field: str, raw: Any, problems: list[Problem]) -> float | None:
+    if raw is None or (isinstance(raw, str) and raw.strip() == ""):
+        problems.append(Problem(field, "is missing"))
+        return None
+    if isinstance(raw, bool):
+        problems.append(Problem(field, f"must be a number, got {raw!r}"))
+        return None
+    if isinstance(raw, int | float):
+        value = float(raw)
+    elif isinstance(raw, str):
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            problems.append(Problem(field, f"must be a number, got {raw!r}"))
+            return None
+    else:
+        problems.append(Problem(field, f"must be a number, got {type(raw).__name__}"))
+        return None
+    if not math.isfinite(value):
+        problems.append(Problem(field, f"must be a finite number, got {raw!r}"))
+        return None
+    return value
+
+
+def _check_range(field: str, value: float, problems: list[Problem]) -> bool:
+    low, high = RANGES[field]
+    unit = UNITS.get(field, "")
+    if field in EXCLUSIVE_LOW:
+        if value <= low:
+            problems.append(Problem(field, f"must be greater than 0 {unit}, got {_fmt(value)}".strip()))
+            return False
+    elif value < low:
+        problems.append(Problem(field, f"must be at least {_fmt(low)} {unit}, got {_fmt(value)}"))
+        return False
+    if value > high:
+        problems.append(Problem(field, f"must be at most {_fmt(high)} {unit}, got {_fmt(value)}"))
+        return False
+    return True
+
+
+def _parse_category(field: str, raw: Any, problems: list[Problem]) -> str | None:
+    allowed = CATEGORIES[field]
+    if raw is None or (isinstance(raw, str) and raw.strip() == ""):
+        problems.append(Problem(field, "is missing"))
+        return None
+    if not isinstance(raw, str):
+        problems.append(Problem(field, f"must be one of {', '.join(allowed)}; got {raw!r}"))
+        return None
+    value = raw.strip()
+    if value in allowed:
+        return value
+    # Accept a grade in another letter case ("ideal", "vs1"), never a different grade.
+    for grade in allowed:
+        if grade.lower() == value.lower():
+            return grade
+    problems.append(Problem(field, f"unknown {field} {raw!r}: must be one of {', '.join(allowed)}"))
+    return None
+
+
+def check_stone(raw: Mapping[str, Any], *, with_price: bool = False) -> tuple[dict[str, Any], list[Problem]]:
+    """Parse and check one stone; return (typed values, problems).
+
+    Every problem is reported at once: types, ranges, categories, then the physical
+    consistency of the measurements (only between fields that are themselves valid).
+    """
+    if not isinstance(raw, Mapping):
+        return {}, [Problem("stone", f"must be an object with the fields {', '.join(FEATURES)}")]
+    problems: list[Problem] = []
+    values: dict[str, Any] = {}
+    names = FEATURES + ((TARGET,) if with_price else ())
+    for field in names:
+        if field in CATEGORIES:
+            grade = _parse_category(field, raw.get(field), problems)
+            if grade is not None:
+                values[field] = grade
+            continue
+        number = _parse_number(field, raw.get(field), problems)
+        if number is None:
+            continue
+        if field == TARGET:
+            if number <= 0:
+                problems.append(Problem(field, f"must be greater than 0 USD, got {_fmt(number)}"))
+                continue
+            if number > MAX_PRICE:
+                problems.append(Problem(field, f"must be at most {_fmt(MAX_PRICE)} USD, got {_fmt(number)}"))
+                continue
+        elif not _check_range(field, number, problems):
+            continue
+        values[field] = number
+    problems.extend(_consistency(values))
+    return values, problems
+
+
+def _consistency(v: Mapping[str, Any]) -> list[Problem]:
+    problems: list[Problem] = []
+    if all(k in v for k in ("x", "y")):
+        ratio = v["x"] / v["y"]
+        if not ROUNDNESS_RANGE[0] <= ratio <= ROUNDNESS_RANGE[1]:
+            problems.append(
+                Problem("y", f"x = {_fmt(v['x'])} mm and y = {_fmt(v['y'])} mm differ too much for a round stone")
+            )
+    if all(k in v for k in ("x", "y", "z", "depth")):
+        implied = 200.0 * v["z"] / (v["x"] + v["y"])
+        if abs(v["depth"] - implied) > DEPTH_TOLERANCE:
+            problems.append(
+                Problem(
+                    "depth",
+                    f"depth {_fmt(v['depth'])} % contradicts the measurements: 2*z/(x+y) gives {implied:.1f} %",
+                )
+            )
+    if all(k in v for k in ("x", "y", "z", "carat")):
+        density = v["carat"] / (v["x"] * v["y"] * v["z"])
+        if not DENSITY_RANGE[0] <= density <= DENSITY_RANGE[1]:
+            problems.append(
+                Problem(
+                    "carat",
+                    f"{_fmt(v['carat'])} ct is impossible for a stone of {_fmt(v['x'])} x {_fmt(v['y'])} x "
+                    f"{_fmt(v['z'])} mm",
+                )
+            )
+    return problems
+
+
+def encode(stone: Mapping[str, Any]) -> list[float]:
+    """The model's input row: features in FEATURES order, grades as ordinal codes."""
+    return [
+        float(CATEGORIES[f].index(stone[f])) if f in CATEGORIES else float(stone[f])
+        for f in FEATURES
+    ]
+
+
+def canonical_key(stone: Mapping[str, Any]) -> str:
+    """A stone's identity from its own features, stable across files and number spellings."""
+    return (
+        f"{float(stone['carat']):.2f}|{stone['cut']}|{stone['color']}|{stone['clarity']}|"
+        f"{float(stone['depth']):.1f}|{float(stone['table']):.1f}|"
+        f"{float(stone['x']):.2f}|{float(stone['y']):.2f}|{float(stone['z']):.2f}"
+    )
+
+
+def stone_id(stone: Mapping[str, Any]) -> str:
+    return hashlib.sha256(canonical_key(stone).encode()).hexdigest()[:16]
+
+
+def is_holdout(stone: Mapping[str, Any]) -> bool:
+    """Whether a stone belongs to the held-out split.
+
+    Decided by a hash of the stone's own features, so a stone stays on the same side across
+    data versions, duplicates never straddle the split, and a candidate and the champion are
+    scored on the same rows.
+    """
+    return int(stone_id(stone)[:8], 16) % 100 < HOLDOUT_PERCENT

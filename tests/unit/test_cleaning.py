@@ -1,0 +1,111 @@
+"""Cleaning: each planted error of diamonds.csv comes out rejected with the right reason."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from gemcast.cleaning import Cleaner, clean_csv
+from gemcast.errors import DatasetError
+
+DATA = Path(__file__).resolve().parents[2] / "data"
+HEADER = "carat,cut,color,clarity,depth,table,price,x,y,z\n"
+ROW = "0.7,Ideal,E,VS1,61.8,56,2757,5.7,5.73,3.53\n"
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return clean_csv((DATA / "diamonds.csv").read_bytes(), source="diamonds.csv")
+
+
+def rejected_by_row_index(result):
+    # pandas' 0-based row index = file line - 2
+    return {r.line - 2: r for r in result.rejected}
+
+
+def reasons(rejected_row):
+    return {p.field: p.reason for p in rejected_row.problems}
+
+
+def test_every_planted_error_is_rejected_with_its_reason(sample):
+    by_row = rejected_by_row_index(sample)
+    for row in (331, 2121, 2484, 2933, 3155, 3317, 3445, 3904, 3980, 4188):
+        assert "greater than 0" in reasons(by_row[row])["price"], row
+    zero = reasons(by_row[4321])
+    assert all("greater than 0" in zero[f] for f in ("x", "y", "z"))
+    assert "at most 80" in reasons(by_row[679])["table"]
+    assert "contradicts" in reasons(by_row[1889])["depth"]
+    assert "contradicts" in reasons(by_row[1776])["depth"]
+    assert "exact duplicate" in reasons(by_row[4943])["row"]
+    assert 2429 not in by_row  # the first of the two duplicates is kept
+
+
+def test_counts_add_up_and_nothing_is_lost(sample):
+    assert sample.total == 5000
+    assert len(sample.accepted) + len(sample.rejected) == 5000
+    # xtream's rule keeps 4,989; ours also rejects the impossible stones and the duplicate.
+    assert 4975 <= len(sample.accepted) <= 4989
+    lines = sample.rejected_jsonl().splitlines()
+    assert len(lines) == len(sample.rejected)
+    first = json.loads(lines[0])
+    assert first["row"]["price"] == "-1" and first["reasons"][0]["field"] == "price"
+
+
+def test_snapshot_id_depends_on_content_only(sample):
+    again = clean_csv((DATA / "diamonds.csv").read_bytes())
+    assert again.snapshot_id() == sample.snapshot_id()
+    other = clean_csv(HEADER + ROW)
+    assert other.snapshot_id() != sample.snapshot_id()
+
+
+def test_curated_csv_cleans_to_itself(sample):
+    again = clean_csv(sample.curated_csv())
+    assert len(again.accepted) == len(sample.accepted) and not again.rejected
+    assert again.snapshot_id() == sample.snapshot_id()
+
+
+def test_columns_in_another_order_are_read():
+    result = clean_csv("price,carat,cut,color,clarity,depth,table,x,y,z\n2757,0.7,Ideal,E,VS1,61.8,56,5.7,5.73,3.53\n")
+    assert result.accepted[0]["price"] == 2757
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("", "empty"),
+        ("   \n", "empty"),
+        ("carat,cut,color\n0.7,Ideal,E\n", "missing clarity"),
+        (HEADER.replace("price", "cost"), "unexpected 'cost'"),
+        (HEADER, "no data rows"),
+        (HEADER + "0.7,Ideal,E,VS1,61.8,56,-5,5.7,5.73,3.53\n", "all 1 rows were rejected"),
+    ],
+)
+def test_unusable_files_give_a_clear_error(text, words):
+    with pytest.raises(DatasetError, match=words):
+        clean_csv(text)
+
+
+def test_missing_values_unknown_categories_and_short_rows():
+    text = HEADER + ROW + "0.7,Ideal,E,,61.8,56,2757,5.7,5.73,3.53\n" + "0.7,Superb,E,VS1,61.8,56,2757,5.7,5.73\n"
+    result = clean_csv(text)
+    assert len(result.accepted) == 1
+    missing, bad = result.rejected
+    assert reasons(missing)["clarity"] == "is missing"
+    assert "fields" in reasons(bad)["row"] and "unknown cut" in reasons(bad)["cut"]
+
+
+def test_duplicates_are_found_across_files():
+    cleaner = Cleaner()
+    cleaner.add_csv(HEADER + ROW, source="a.csv")
+    cleaner.add_csv(HEADER + ROW, source="b.csv")
+    result = cleaner.finish()
+    assert len(result.accepted) == 1
+    assert "a.csv:2" in result.rejected[0].problems[0].reason
+    assert result.rejected[0].as_dict()["source"] == "b.csv"
+
+
+def test_not_utf8():
+    with pytest.raises(DatasetError, match="UTF-8"):
+        clean_csv(b"\xff\xfe\x00carat")

@@ -1,0 +1,260 @@
+"""The numpy model: exact explanations, reasons that add up, and model files that cannot lie."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import math
+import subprocess
+import sys
+import zipfile
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+from gemcast.errors import ValidationError
+from gemcast.model import (
+    META_KEY,
+    ModelFormatError,
+    linear_design,
+    load_model,
+    metadata_array,
+    read_metadata,
+    save_model,
+)
+from gemcast.schema import FEATURES
+
+sklearn = pytest.importorskip("sklearn")
+
+from gemcast.export import export_model  # noqa: E402
+from sklearn.ensemble import (  # noqa: E402
+    ExtraTreesRegressor,
+    HistGradientBoostingRegressor,
+    RandomForestRegressor,
+)
+from sklearn.linear_model import Ridge  # noqa: E402
+from sklearn.pipeline import make_pipeline  # noqa: E402
+from sklearn.preprocessing import FunctionTransformer, StandardScaler  # noqa: E402
+
+from .test_export import synthetic  # noqa: E402
+
+N = len(FEATURES)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_openmp_thread():  # type: ignore[no-untyped-def]
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="openmp"):
+        yield
+
+
+# ---------------------------------------------------------------- brute force, from sklearn itself
+
+
+def sklearn_tree_value(tree, x32: np.ndarray, S: frozenset[int]) -> float:  # type: ignore[no-untyped-def]
+    """Lundberg et al. Algorithm 1 (EXPVALUE) on an sklearn Tree: follow x on S, else cover-average."""
+
+    def walk(node: int) -> float:
+        left, right = tree.children_left[node], tree.children_right[node]
+        if left < 0:
+            return float(tree.value[node, 0, 0])
+        f = tree.feature[node]
+        if f in S:
+            return walk(left if x32[f] <= tree.threshold[node] else right)
+        w = tree.weighted_n_node_samples
+        return (w[left] * walk(left) + w[right] * walk(right)) / w[node]
+
+    return walk(0)
+
+
+def hgb_tree_value(nodes: np.ndarray, x: np.ndarray, S: frozenset[int]) -> float:
+    def walk(node: int) -> float:
+        rec = nodes[node]
+        if rec["is_leaf"]:
+            return float(rec["value"])
+        left, right, f = int(rec["left"]), int(rec["right"]), int(rec["feature_idx"])
+        if f in S:
+            return walk(left if x[f] <= rec["num_threshold"] else right)
+        c = nodes["count"].astype(float)
+        return (c[left] * walk(left) + c[right] * walk(right)) / c[node]
+
+    return walk(0)
+
+
+def brute_shapley(value: Callable[[frozenset[int]], float]) -> tuple[float, np.ndarray]:
+    """Shapley values of the 9-player game by enumerating all 2^9 coalitions."""
+    v = {frozenset(S): value(frozenset(S)) for k in range(N + 1) for S in itertools.combinations(range(N), k)}
+    phi = np.zeros(N)
+    for i in range(N):
+        for S, vS in v.items():
+            if i not in S:
+                weight = math.factorial(len(S)) * math.factorial(N - len(S) - 1) / math.factorial(N)
+                phi[i] += weight * (v[S | {i}] - vS)
+    return v[frozenset()], phi
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[np.ndarray, np.ndarray]:
+    return synthetic(600, seed=11)
+
+
+def test_tree_shapley_equals_brute_force_enumeration(data) -> None:  # type: ignore[no-untyped-def]
+    X, y = data
+    hgb = HistGradientBoostingRegressor(max_iter=3, max_leaf_nodes=8, random_state=0).fit(X, y)
+    forest = ExtraTreesRegressor(n_estimators=2, max_depth=4, random_state=0).fit(X, y)
+    weights = (0.75, 0.25)
+    model = load_model(save_model(export_model([hgb, forest], FEATURES, weights=list(weights))))
+    stones = synthetic(3, seed=12)[0]
+    base, phi = model.explain(stones)
+    for row, x in enumerate(stones):
+        x32 = x.astype(np.float32)
+
+        def value(S: frozenset[int], x: np.ndarray = x, x32: np.ndarray = x32) -> float:
+            v_hgb = float(hgb._baseline_prediction.ravel()[0]) + sum(
+                hgb_tree_value(p.nodes, x, S) for (p,) in hgb._predictors
+            )
+            v_forest = np.mean([sklearn_tree_value(e.tree_, x32, S) for e in forest.estimators_])
+            return weights[0] * v_hgb + weights[1] * v_forest
+
+        brute_base, brute_phi = brute_shapley(value)
+        assert base == pytest.approx(brute_base, rel=1e-12)
+        np.testing.assert_allclose(phi[row], brute_phi, rtol=1e-9, atol=1e-12)
+        # Sanity: the full coalition is the model's own prediction.
+        assert value(frozenset(range(N))) == pytest.approx(float(model.predict_log(x)[0]), rel=1e-12)
+
+
+def test_explanations_add_up_to_the_prediction_on_a_bigger_ensemble(data) -> None:  # type: ignore[no-untyped-def]
+    X, y = data
+    hgb = HistGradientBoostingRegressor(max_iter=150, max_leaf_nodes=31, random_state=0).fit(X, y)
+    rf = RandomForestRegressor(n_estimators=10, max_depth=10, random_state=0).fit(X, y)
+    model = load_model(save_model(export_model([hgb, rf], FEATURES, weights=[0.8, 0.2])))
+    stones = synthetic(40, seed=13)[0]
+    base, phi = model.explain(stones)
+    np.testing.assert_allclose(phi.sum(axis=1), model.predict_log(stones) - base, rtol=0, atol=1e-9)
+    # Carat drives price in the data; it must dominate the explanation of a large stone.
+    big = stones[np.argmax(stones[:, 0])]
+    assert np.argmax(np.abs(model.explain(big)[1][0])) == FEATURES.index("carat")
+    # The base is the cover-weighted mean prediction: close to the mean training target.
+    assert base == pytest.approx(float(y.mean()), abs=0.05)
+
+
+def test_linear_shapley_equals_brute_force_interventional(data) -> None:  # type: ignore[no-untyped-def]
+    X, y = data
+    background = X[:40]
+    pipe = make_pipeline(FunctionTransformer(linear_design), StandardScaler(), Ridge(alpha=0.5)).fit(
+        background, y[:40]
+    )
+    model = load_model(save_model(export_model(pipe, FEATURES)))
+    x = X[100]
+
+    def value(S: frozenset[int]) -> float:
+        mixed = background.copy()
+        mixed[:, list(S)] = x[list(S)]
+        return float(pipe.predict(mixed).mean())
+
+    brute_base, brute_phi = brute_shapley(value)
+    base, phi = model.explain(x)
+    assert base == pytest.approx(brute_base, rel=1e-12)
+    np.testing.assert_allclose(phi[0], brute_phi, rtol=1e-9, atol=1e-12)
+    assert phi[0].sum() == pytest.approx(float(model.predict_log(x)[0]) - base, abs=1e-12)
+
+
+def test_reasons_share_out_the_price_difference(data) -> None:  # type: ignore[no-untyped-def]
+    X, y = data
+    model = load_model(
+        save_model(export_model(HistGradientBoostingRegressor(max_iter=30).fit(X, y), FEATURES))
+    )
+    x = X[7]
+    reasons = model.reasons(x)
+    price = float(model.predict(x)[0])
+    assert [r["feature"] for r in reasons] != []
+    assert sorted(r["feature"] for r in reasons) == sorted(FEATURES)
+    assert sum(r["effect_usd"] for r in reasons) == pytest.approx(
+        price - model.base_price, rel=1e-9, abs=1e-6
+    )
+    effects = [abs(r["effect_usd"]) for r in reasons]
+    assert effects == sorted(effects, reverse=True)
+    _, phi = model.explain(x)
+    by_name = {r["feature"]: r for r in reasons}
+    for i, f in enumerate(FEATURES):
+        assert by_name[f]["effect_pct"] == pytest.approx((math.exp(phi[0, i]) - 1) * 100)
+        assert np.sign(by_name[f]["effect_usd"]) == np.sign(phi[0, i])
+    assert by_name["cut"]["value"] in ("Fair", "Good", "Very Good", "Premium", "Ideal")
+    with pytest.raises(ValidationError):
+        model.reasons(X[:2])
+
+
+# ---------------------------------------------------------------- the file format
+
+
+@pytest.fixture(scope="module")
+def model_bytes(data) -> bytes:  # type: ignore[no-untyped-def]
+    X, y = data
+    return save_model(export_model(RandomForestRegressor(n_estimators=3, max_depth=4).fit(X, y), FEATURES))
+
+
+def test_save_and_load_round_trip_bytes(model_bytes, data) -> None:  # type: ignore[no-untyped-def]
+    model = load_model(model_bytes)
+    again = load_model(model.to_bytes())
+    X = data[0][:50]
+    np.testing.assert_array_equal(again.predict_log(X), model.predict_log(X))
+    assert again.metadata == model.metadata
+    assert model.metadata["kind"] == "tree_ensemble" and model.n_trees == 3
+    assert model.metadata["components"][0]["params"]["n_estimators"] == 3
+    tagged = load_model(save_model(model.arrays, {"version": "v1"}))
+    assert tagged.metadata["version"] == "v1"
+
+
+def test_refuses_a_file_that_is_not_an_npz() -> None:
+    import pickle
+
+    for data in (b"", b"not a model", pickle.dumps({"a": 1}), b"PK\x03\x04broken"):
+        with pytest.raises(ModelFormatError):
+            load_model(data)
+    buffer = io.BytesIO()
+    np.save(buffer, np.arange(3))  # a bare .npy is not a model file either
+    with pytest.raises(ModelFormatError):
+        load_model(buffer.getvalue())
+
+
+def test_refuses_object_arrays_and_never_unpickles(model_bytes) -> None:  # type: ignore[no-untyped-def]
+    with np.load(io.BytesIO(model_bytes), allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    arrays["payload"] = np.array([{"evil": True}], dtype=object)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)  # written by someone else, with a pickled object array inside
+    with pytest.raises(ModelFormatError, match="unreadable|dtype"):
+        load_model(buffer.getvalue())
+    with pytest.raises(ModelFormatError, match="objects"):
+        save_model(arrays)
+
+
+def test_refuses_malformed_contents(model_bytes) -> None:  # type: ignore[no-untyped-def]
+    with np.load(io.BytesIO(model_bytes), allow_pickle=False) as npz:
+        good = {k: npz[k] for k in npz.files}
+
+    def write(arrays: dict[str, np.ndarray]) -> bytes:
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        return buffer.getvalue()
+
+    no_meta = {k: v for k, v in good.items() if k != META_KEY}
+    with pytest.raises(ModelFormatError, match="__meta__"):
+        load_model(write(no_meta))
+    meta = read_metadata(good)
+    for change in ({"format_version": 99}, {"kind": "neural_net"}, {"feature_names": ["carat"]}):
+        with pytest.raises(ModelFormatError):
+            load_model(write({**good, META_KEY: metadata_array({**meta, **change})}))
+    looping = good["tree_left"].copy()
+    looping[0, 0] = 0  # the root as its own child would walk forever
+    with pytest.raises(ModelFormatError, match="forward"):
+        load_model(write({**good, "tree_left": looping}))
+    with pytest.raises(ModelFormatError, match="shape"):
+        load_model(write({**good, "tree_value": good["tree_value"][:, :2]}))
+    assert zipfile.is_zipfile(io.BytesIO(model_bytes))
+
+
+def test_model_module_does_not_import_sklearn() -> None:
+    code = "import sys, gemcast.model; assert 'sklearn' not in sys.modules and 'pandas' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
