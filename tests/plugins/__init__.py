@@ -1,0 +1,1 @@
+"""pytest plugins of gemcast (registered in tests/conftest.py)."""
