@@ -70,7 +70,6 @@ def batch_submitter(client: Any, job_queue: str, job_definition: str) -> Submitt
             jobQueue=job_queue,
             jobDefinition=job_definition,
             parameters={"data": plan.data_uri, "registry": plan.registry_uri},
-            tags={"gemcast:snapshot": str(plan.snapshot_id)},
         )
         return {"job_id": response["jobId"], "job_name": response["jobName"]}
 

@@ -1,0 +1,54 @@
+"""Small helpers for the benchmarks: timing loops, percentiles, result files, tables."""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def time_calls(fn: Callable[[], Any], *, repeat: int, warmup: int = 3) -> dict[str, float]:
+    """p50 and p99 of ``repeat`` calls, in milliseconds."""
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - t0) * 1000.0)
+    samples.sort()
+    return {
+        "p50_ms": round(statistics.median(samples), 4),
+        "p99_ms": round(samples[min(len(samples) - 1, int(len(samples) * 0.99))], 4),
+        "n": repeat,
+    }
+
+
+def machine() -> dict[str, Any]:
+    import os
+
+    return {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()}
+
+
+def write_result(name: str, payload: dict[str, Any]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    payload = {"measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(), **payload}
+    path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def print_table(title: str, rows: list[tuple[str, str, str]]) -> None:
+    """rows: (what, figure, target)."""
+    width = max(len(r[0]) for r in rows)
+    fig_width = max(len(r[1]) for r in rows)
+    print(f"\n{title}")
+    print(f"  {'what':<{width}}  {'figure':>{fig_width}}  target")
+    for what, figure, target in rows:
+        print(f"  {what:<{width}}  {figure:>{fig_width}}  {target}")

@@ -1,0 +1,157 @@
+"""Cloud Functions (2nd gen) entry points: doorways into the gemcast package.
+
+Each entry point parses its request or event, takes clients created once per instance, calls
+one function of ``gemcast`` and shapes the answer. Settings come from the environment
+(gcp/env/<stage>.yaml); clients reach the emulators or the cloud through standard settings.
+
+    functions-framework --source gcp/functions/main.py --target predict --port 8081
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import uuid
+from typing import Any
+
+import functions_framework
+from cloudevents.http import CloudEvent
+from flask import Request
+
+from gemcast import gcp
+from gemcast.api import error_body, handle_predictions
+from gemcast.config import Settings
+from gemcast.errors import ValidationError
+from gemcast.ingest import ingest_object
+from gemcast.registry import Registry
+from gemcast.routes import MODEL_VERSION_HEADER
+from gemcast.storage import GCSStorage
+
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+logger = logging.getLogger("gemcast.functions")
+
+
+# -- created once per instance, on first use (an instance runs one entry point) ------------------
+@functools.cache
+def _settings(*required: str) -> Settings:
+    return Settings.from_env(required=required)
+
+
+@functools.cache
+def _firestore() -> Any:
+    from google.cloud import firestore
+
+    return firestore.Client(project=_settings("gcp_project").gcp_project)
+
+
+@functools.cache
+def _gcs() -> Any:
+    from google.cloud import storage  # type: ignore[attr-defined]
+
+    return storage.Client()
+
+
+@functools.cache
+def _verifier() -> gcp.IdTokenVerifier:
+    settings = _settings("identity_audience")
+    return gcp.IdTokenVerifier(settings.identity_audience, settings.identity_certs_url)
+
+
+@functools.cache
+def _blocking_verifier() -> gcp.IdTokenVerifier:
+    settings = _settings("gcp_project")
+    return gcp.IdTokenVerifier(settings.gcp_project, settings.identity_certs_url,
+                               audience_matcher=gcp.blocking_audience(settings.gcp_project))
+
+
+@functools.cache
+def _inventory() -> gcp.FirestoreInventory:
+    return gcp.FirestoreInventory(_firestore(), _settings().firestore_inventory)
+
+
+@functools.cache
+def _endpoint() -> gcp.VertexEndpoint:
+    s = _settings("gcp_project", "vertex_endpoint_id", "vertex_api_endpoint")
+    client = gcp.prediction_client(s.vertex_api_endpoint, s.endpoint_timeout_s)
+    return gcp.VertexEndpoint(client, gcp.endpoint_path(s.gcp_project, s.gcp_region, s.vertex_endpoint_id),
+                              timeout_s=s.endpoint_timeout_s)
+
+
+@functools.cache
+def _prediction_log() -> gcp.FirestorePredictionLog:
+    return gcp.FirestorePredictionLog(_firestore(), _settings().firestore_predictions)
+
+
+def _caller(request: Request) -> str:
+    return str(_verifier().verify(gcp.bearer_token(request.headers))["sub"])
+
+
+# -- entry points --------------------------------------------------------------------------------
+@functions_framework.cloud_event
+def ingest_upload(event: CloudEvent) -> None:
+    """Cloud Storage object finalized: ingest raw/<name>.csv (idempotent on redelivery)."""
+    data = event.data or {}
+    try:
+        result = ingest_object(GCSStorage(data["bucket"], client=_gcs()), str(data["name"]), _inventory())
+    except ValidationError as exc:  # not a raw batch: nothing to do, and nothing to retry
+        logger.info("ignored gs://%s/%s: %s", data.get("bucket"), data.get("name"), exc)
+        return
+    logger.info("ingested %s", result.as_dict())
+
+
+@functions_framework.http
+def trigger_training(request: Request) -> gcp.HttpResult:
+    """Cloud Scheduler (OIDC, checked by Cloud Run IAM): start a CustomJob if the data changed."""
+    if request.method != "POST":
+        return gcp.json_response(405, error_body("trigger_training takes POST"))
+    s = _settings("data_bucket", "registry_uri", "gcp_project", "vertex_api_endpoint", "training_image_uri")
+    submit = gcp.vertex_submitter(gcp.job_client(s.vertex_api_endpoint), project=s.gcp_project,
+                                  region=s.gcp_region, image_uri=s.training_image_uri,
+                                  service_account=s.training_service_account)
+    result = gcp.start_training(GCSStorage(s.data_bucket, client=_gcs()), Registry(s.registry_uri),
+                                gcp.SnapshotClaims(_firestore(), s.firestore_snapshots), submit)
+    return gcp.json_response(200, result)
+
+
+@functions_framework.http
+@gcp.api_errors
+def predict(request: Request) -> gcp.HttpResult:
+    """POST /v1/predictions with an Identity Platform ID token."""
+    caller = _caller(request)
+    if request.method != "POST":
+        return gcp.json_response(405, error_body("/v1/predictions takes POST"))
+    answer = handle_predictions(request.get_data(), request_id=uuid.uuid4().hex, caller=caller,
+                                endpoint=_endpoint(), log=_prediction_log(),
+                                ttl_days=_settings().log_ttl_days)
+    version = {MODEL_VERSION_HEADER: answer.model_version} if answer.model_version else {}
+    return gcp.json_response(answer.status, answer.body, {**answer.headers, **version})
+
+
+@functions_framework.http
+@gcp.api_errors
+def similar(request: Request) -> gcp.HttpResult:
+    """GET /v1/diamonds/similar?carat=&cut=&color=&clarity=&n= with an ID token."""
+    _caller(request)
+    if request.method != "GET":
+        return gcp.json_response(405, error_body("/v1/diamonds/similar takes GET"))
+    status, body = gcp.similar_answer(request.args, _inventory())
+    return gcp.json_response(status, body)
+
+
+@functions_framework.http
+@gcp.blocking_errors
+def before_create(request: Request) -> gcp.HttpResult:
+    """Identity Platform beforeCreate: allowed e-mail domains only; the default tier claim."""
+    body = request.get_json(silent=True)
+    claims = gcp.blocking_claims(body, _blocking_verifier(), gcp.EVENT_BEFORE_CREATE)
+    s = _settings()
+    return gcp.json_response(200, gcp.before_create(claims, s.allowed_email_domains, s.default_tier))
+
+
+@functions_framework.http
+@gcp.blocking_errors
+def before_sign_in(request: Request) -> gcp.HttpResult:
+    """Identity Platform beforeSignIn: the tier claim in the ID token."""
+    body = request.get_json(silent=True)
+    claims = gcp.blocking_claims(body, _blocking_verifier(), gcp.EVENT_BEFORE_SIGN_IN)
+    return gcp.json_response(200, gcp.before_sign_in(claims, _settings().default_tier))

@@ -1,0 +1,614 @@
+"""GCP adapters of the cloud-neutral parts, and the logic behind the Cloud Functions.
+
+- ``VertexEndpoint``: the model endpoint client (google-cloud-aiplatform, REST transport).
+- ``FirestorePredictionLog``: the prediction log (retries, then a structured ERROR log line).
+- ``FirestoreInventory``: the inventory for "n similar stones" (two indexed range queries).
+- ``vertex_submitter`` and ``SnapshotClaims``: one Vertex AI CustomJob per data snapshot.
+- ``IdTokenVerifier``: Identity Platform ID tokens and blocking-function tokens.
+- ``before_create`` / ``before_sign_in``: the Identity Platform blocking functions' decisions.
+
+Clients come in from the caller (created once per instance by gcp/functions/main.py) and reach
+the emulators or the cloud through standard settings only (``FIRESTORE_EMULATOR_HOST``,
+``STORAGE_EMULATOR_HOST``, ``VERTEX_API_ENDPOINT``, ``IDENTITY_CERTS_URL``).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import sys
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from gemcast.errors import EndpointError, GemcastError, ValidationError
+from gemcast.inventory import carat_prefix, group_key, nearest, to_item
+from gemcast.registry import Registry
+from gemcast.storage import Storage
+from gemcast.trigger import Submitter, TrainingPlan, job_name, plan_training
+
+logger = logging.getLogger(__name__)
+
+# Firestore documents hold at most 1 MiB; larger request or response documents are stored
+# compressed (zlib, base64), as on DynamoDB, so a 1,000-stone batch is still logged whole.
+INLINE_LIMIT = 64 * 1024
+ISSUER_PREFIX = "https://securetoken.google.com/"
+TRAINING_MACHINE_TYPE = "n1-standard-4"
+# A Firestore batch commits at most 500 writes.
+BATCH_SIZE = 500
+
+
+class TokenError(GemcastError):
+    """A bearer token or blocking-function JWT is missing, malformed, expired or not ours (401)."""
+
+
+class BlockedError(GemcastError):
+    """An Identity Platform blocking function refused the operation (403 PERMISSION_DENIED)."""
+
+
+# -- structured logs ---------------------------------------------------------------------------
+def emit_structured(entry: Mapping[str, Any]) -> None:
+    """One JSON line on stderr: Cloud Logging reads ``severity`` and keeps the other fields.
+
+    Used for the records that must survive a Firestore outage; the logging module's text
+    formatting would turn them into an unparsed string.
+    """
+    sys.stderr.write(json.dumps(dict(entry), default=str, separators=(",", ":")) + "\n")
+    sys.stderr.flush()
+
+
+# -- model endpoint ----------------------------------------------------------------------------
+def prediction_client(api_endpoint: str, timeout_s: float) -> Any:
+    """A PredictionServiceClient on the REST transport, aimed at ``api_endpoint``.
+
+    A plain ``http://`` endpoint gets anonymous credentials: a bearer token is never sent
+    over an unencrypted connection (the local serving process needs none).
+    """
+    from google.api_core.client_options import ClientOptions
+    from google.cloud.aiplatform_v1.services.prediction_service import PredictionServiceClient
+
+    return PredictionServiceClient(
+        transport="rest", client_options=ClientOptions(api_endpoint=api_endpoint),
+        credentials=_credentials_for(api_endpoint),
+    )
+
+
+def job_client(api_endpoint: str) -> Any:
+    from google.api_core.client_options import ClientOptions
+    from google.cloud.aiplatform_v1.services.job_service import JobServiceClient
+
+    return JobServiceClient(
+        transport="rest", client_options=ClientOptions(api_endpoint=api_endpoint),
+        credentials=_credentials_for(api_endpoint),
+    )
+
+
+def _credentials_for(api_endpoint: str) -> Any:
+    if api_endpoint.startswith("http://"):
+        from google.auth.credentials import AnonymousCredentials
+
+        return AnonymousCredentials()
+    return None  # Application Default Credentials: the function's service account
+
+
+def endpoint_path(project: str, region: str, endpoint_id: str) -> str:
+    return f"projects/{project}/locations/{region}/endpoints/{endpoint_id}"
+
+
+class VertexEndpoint:
+    """Calls a Vertex AI endpoint (or, locally, ``gemcast serve`` at the same REST path)."""
+
+    def __init__(self, client: Any, endpoint: str, *, timeout_s: float = 5.0) -> None:
+        self.client = client
+        self.endpoint = endpoint
+        self.timeout_s = timeout_s
+
+    def invoke(self, instances: list[dict[str, Any]]) -> dict[str, Any]:
+        import requests
+        from google.api_core import exceptions as gexc
+        from google.api_core.retry import Retry, if_exception_type
+        from google.protobuf import json_format, struct_pb2
+
+        # Overload and brief unavailability are retried within the time budget; nothing else.
+        retry = Retry(predicate=if_exception_type(gexc.ServiceUnavailable, gexc.TooManyRequests),
+                      initial=0.1, maximum=1.0, timeout=self.timeout_s)
+        values = [json_format.ParseDict(instance, struct_pb2.Value()) for instance in instances]
+        try:
+            response = self.client.predict(endpoint=self.endpoint, instances=values, retry=retry,
+                                           timeout=self.timeout_s)
+            payload = json_format.MessageToDict(type(response).pb(response))
+        except (gexc.ServiceUnavailable, gexc.TooManyRequests, gexc.DeadlineExceeded, gexc.RetryError,
+                gexc.ResourceExhausted) as exc:
+            raise EndpointError(f"predict {self.endpoint}: {exc}", status=503) from exc
+        except gexc.GoogleAPICallError as exc:
+            raise EndpointError(f"predict {self.endpoint}: {exc}", status=502) from exc
+        except requests.exceptions.RequestException as exc:  # refused, reset, read timeout
+            raise EndpointError(f"predict {self.endpoint}: {exc}", status=503) from exc
+        except (ValueError, json_format.ParseError) as exc:
+            raise EndpointError(f"predict {self.endpoint}: the answer is not a prediction: {exc}",
+                                status=502) from exc
+        predictions = payload.get("predictions")
+        if not isinstance(predictions, list):
+            raise EndpointError("the model endpoint answered without predictions", status=502)
+        version = payload.get("modelVersionId") or payload.get("deployedModelId") or ""
+        return {"predictions": predictions, "model_version": str(version)}
+
+
+# -- prediction log ----------------------------------------------------------------------------
+def to_document(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A log record as a Firestore document: documents as JSON text (Firestore refuses nested
+    arrays), compressed when large; ``expire_at`` as a timestamp for a TTL policy."""
+    doc = {k: v for k, v in record.items() if k not in {"request", "response"}}
+    for key in ("request", "response"):
+        text = json.dumps(record.get(key), separators=(",", ":"), default=str)
+        if len(text) > INLINE_LIMIT:
+            doc[f"{key}_gz"] = base64.b64encode(zlib.compress(text.encode(), 6)).decode()
+        else:
+            doc[key] = text
+    if "expires_at" in record:
+        doc["expire_at"] = datetime.fromtimestamp(int(record["expires_at"]), UTC)
+    return doc
+
+
+def from_document(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """A Firestore document back into a log record."""
+    out = {k: v for k, v in doc.items() if k != "expire_at"}
+    for key in ("request", "response"):
+        if f"{key}_gz" in out:
+            out[key] = json.loads(zlib.decompress(base64.b64decode(out.pop(f"{key}_gz"))))
+        elif isinstance(out.get(key), str):
+            out[key] = json.loads(out[key])
+    return out
+
+
+class FirestorePredictionLog:
+    """Writes log records to a Firestore collection (document id = request id); never raises.
+
+    Each write is tried ``attempts`` times. When all fail, Firestore itself is the likely
+    fault, so a fallback queue *in Firestore* would fail too: the record is written whole to
+    Cloud Logging as one structured ERROR line (``gemcast_event = prediction_log_lost``, which a
+    log-based metric counts and from which the record can be replayed), ``lost`` is
+    incremented and ``on_failure("lost")`` called.
+    """
+
+    def __init__(self, client: Any, collection: str, *, attempts: int = 3, backoff_s: float = 0.05,
+                 timeout_s: float = 3.0, on_failure: Callable[[str], None] | None = None,
+                 emit: Callable[[Mapping[str, Any]], None] = emit_structured) -> None:
+        self.collection = client.collection(collection)
+        self.attempts = attempts
+        self.backoff_s = backoff_s
+        self.timeout_s = timeout_s
+        self.on_failure = on_failure or (lambda _kind: None)
+        self.emit = emit
+        self.lost = 0
+        self._lock = threading.Lock()
+
+    def write(self, record: dict[str, Any]) -> bool:
+        from google.api_core import exceptions as gexc
+
+        doc = to_document(record)
+        ref = self.collection.document(str(record["request_id"]))
+        error: Exception | None = None
+        for attempt in range(1, self.attempts + 1):
+            try:
+                # set() is idempotent: a retry after a write that did land changes nothing.
+                ref.set(doc, retry=None, timeout=self.timeout_s)
+                return True
+            except (gexc.GoogleAPIError, OSError) as exc:
+                error = exc
+                self.on_failure("retry")
+                logger.warning("prediction log write %d/%d failed: %s", attempt, self.attempts, exc)
+                if attempt < self.attempts:
+                    time.sleep(self.backoff_s * (2 ** (attempt - 1)))
+        with self._lock:
+            self.lost += 1
+        self.on_failure("lost")
+        self.emit({
+            "severity": "ERROR",
+            "message": f"prediction log record {record.get('request_id')} could not be stored in Firestore "
+                       f"after {self.attempts} attempts: {error}",
+            "gemcast_event": "prediction_log_lost",
+            "prediction_log_record": record,
+            "logging.googleapis.com/labels": {"gemcast_event": "prediction_log_lost"},
+        })
+        return False
+
+
+def recent_for_caller(client: Any, collection: str, caller: str, limit: int = 20) -> list[dict[str, Any]]:
+    """The caller's own most recent log records, newest first (index caller asc, created_at desc)."""
+    from google.cloud.firestore_v1.base_query import FieldFilter
+
+    query = (client.collection(collection).where(filter=FieldFilter("caller", "==", caller))
+             .order_by("created_at", direction="DESCENDING").limit(max(1, min(limit, 100))))
+    return [from_document(snap.to_dict()) for snap in query.stream()]
+
+
+# -- inventory ---------------------------------------------------------------------------------
+class FirestoreInventory:
+    """The inventory in a Firestore collection: one document per stone (id = stone id), with
+    ``stone_group`` and ``carat_key`` as in ``gemcast.inventory``. ``similar`` runs the two
+    range queries that the composite indexes of gcp/firestore.indexes.json serve."""
+
+    def __init__(self, client: Any, collection: str) -> None:
+        self.client = client
+        self.collection = client.collection(collection)
+
+    def put_stones(self, stones: Iterable[Mapping[str, Any]]) -> int:
+        count = 0
+        batch = self.client.batch()
+        pending = 0
+        for stone in stones:
+            item = to_item(stone)
+            # Same stone, same document: loading a batch twice changes nothing.
+            batch.set(self.collection.document(item["stone_id"]), item)
+            pending += 1
+            count += 1
+            if pending == BATCH_SIZE:
+                batch.commit()
+                batch, pending = self.client.batch(), 0
+        if pending:
+            batch.commit()
+        return count
+
+    def similar(self, carat: float, cut: str, color: str, clarity: str, n: int) -> list[dict[str, Any]]:
+        from google.cloud.firestore_v1.base_query import FieldFilter
+
+        group = group_key(cut, color, clarity)
+        in_group = self.collection.where(filter=FieldFilter("stone_group", "==", group))
+        pivot = carat_prefix(carat)
+        above = (in_group.where(filter=FieldFilter("carat_key", ">=", pivot))
+                 .order_by("carat_key", direction="ASCENDING").limit(n))
+        below = (in_group.where(filter=FieldFilter("carat_key", "<", pivot))
+                 .order_by("carat_key", direction="DESCENDING").limit(n))
+        stones = nearest(carat, [doc.to_dict() for doc in above.stream()],
+                         [doc.to_dict() for doc in below.stream()], n)
+        # DynamoDB hands back a whole price as an integer (gemcast.inventory.plain); so must we,
+        # or the same stone reads 3419 on AWS and 3419.0 here.
+        for stone in stones:
+            price = stone.get("price")
+            if isinstance(price, float) and price.is_integer():
+                stone["price"] = int(price)
+        return stones
+
+
+# -- training trigger --------------------------------------------------------------------------
+def custom_job_spec(plan: TrainingPlan, *, image_uri: str, service_account: str = "",
+                    machine_type: str = TRAINING_MACHINE_TYPE) -> dict[str, Any]:
+    """The Vertex AI CustomJob: the training image's ``train`` entrypoint on the snapshot."""
+    job_spec: dict[str, Any] = {
+        "worker_pool_specs": [{
+            "machine_spec": {"machine_type": machine_type},
+            "replica_count": 1,
+            "container_spec": {
+                "image_uri": image_uri,
+                "args": ["train", "--data", plan.data_uri, "--registry", plan.registry_uri],
+            },
+        }],
+    }
+    if service_account:
+        job_spec["service_account"] = service_account
+    label = "".join(c if c.isalnum() or c in "-_" else "-" for c in str(plan.snapshot_id).lower())[:63]
+    return {"display_name": job_name(plan), "job_spec": job_spec, "labels": {"gemcast-snapshot": label}}
+
+
+def vertex_submitter(client: Any, *, project: str, region: str, image_uri: str,
+                     service_account: str = "", timeout_s: float = 30.0) -> Submitter:
+    """Start a Vertex AI CustomJob for a plan through ``JobServiceClient.create_custom_job``."""
+
+    def submit(plan: TrainingPlan) -> dict[str, Any]:
+        job = client.create_custom_job(
+            parent=f"projects/{project}/locations/{region}",
+            custom_job=custom_job_spec(plan, image_uri=image_uri, service_account=service_account),
+            timeout=timeout_s,
+        )
+        return {"job_name": job.name, "display_name": job.display_name, "state": job.state.name}
+
+    return submit
+
+
+class SnapshotClaims:
+    """One Firestore document per snapshot (``snapshots/<id>``): created once, so one job each."""
+
+    def __init__(self, client: Any, collection: str) -> None:
+        self.collection = client.collection(collection)
+
+    def claim(self, snapshot_id: str) -> bool:
+        from google.api_core.exceptions import AlreadyExists
+
+        try:
+            self.collection.document(snapshot_id).create(
+                {"snapshot_id": snapshot_id, "state": "starting", "at": datetime.now(UTC)})
+        except AlreadyExists:
+            return False
+        return True
+
+    def record(self, snapshot_id: str, job: Mapping[str, Any]) -> None:
+        self.collection.document(snapshot_id).update({"state": "started", "job": dict(job)})
+
+    def release(self, snapshot_id: str) -> None:
+        self.collection.document(snapshot_id).delete()
+
+    def get(self, snapshot_id: str) -> dict[str, Any] | None:
+        snap = self.collection.document(snapshot_id).get()
+        return snap.to_dict() if snap.exists else None
+
+
+def start_training(data: Storage, registry: Registry, claims: SnapshotClaims,
+                   submit: Submitter) -> dict[str, Any]:
+    """Start a job when the curated data changed, at most one per snapshot."""
+    plan = plan_training(data, registry)
+    out: dict[str, Any] = {"plan": plan.as_dict(), "started": False, "reason": plan.reason}
+    if not plan.needed or plan.snapshot_id is None:
+        return out
+    if not claims.claim(plan.snapshot_id):
+        out["reason"] = f"a training job for snapshot {plan.snapshot_id} was already started"
+        out["job"] = (claims.get(plan.snapshot_id) or {}).get("job")
+        return out
+    try:
+        job = submit(plan)
+    except Exception:
+        claims.release(plan.snapshot_id)  # let the next scheduled run try again
+        raise
+    claims.record(plan.snapshot_id, job)
+    logger.info("started training job %s for snapshot %s", job.get("job_name"), plan.snapshot_id)
+    return {**out, "started": True, "job": job}
+
+
+# -- tokens ------------------------------------------------------------------------------------
+class CachingRequest:
+    """A google.auth transport request that keeps GET answers (the signing certs) for a while,
+    so a warm instance does not fetch the certs on every call."""
+
+    def __init__(self, inner: Any = None, ttl_s: float = 3600.0) -> None:
+        if inner is None:
+            import google.auth.transport.requests
+            import requests
+
+            inner = google.auth.transport.requests.Request(requests.Session())
+        self.inner = inner
+        self.ttl_s = ttl_s
+        self._cache: dict[str, tuple[float, Any]] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, url: str, method: str = "GET", **kwargs: Any) -> Any:
+        if method != "GET":
+            return self.inner(url, method=method, **kwargs)
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(url)
+        if hit and hit[0] > now:
+            return hit[1]
+        kwargs.setdefault("timeout", 5)
+        response = self.inner(url, method=method, **kwargs)
+        if response.status == 200:
+            with self._lock:
+                self._cache[url] = (now + self.ttl_s, response)
+        return response
+
+    def forget(self) -> None:
+        with self._lock:
+            self._cache.clear()
+
+
+def blocking_audience(project: str) -> Callable[[Any], bool]:
+    """A blocking-function token's ``aud`` is the function's own https URL (run.app, or
+    ``<region>-<project>.cloudfunctions.net``); ``iss`` ties it to the project."""
+    import re
+
+    cloudfunctions = re.compile(rf"[a-z]+(?:-[a-z]+)*\d+-{re.escape(project)}\.cloudfunctions\.net")
+
+    def matches(audience: Any) -> bool:
+        if not isinstance(audience, str):
+            return False
+        parts = urlsplit(audience)
+        host = parts.hostname or ""
+        return parts.scheme == "https" and (host.endswith(".run.app") or bool(cloudfunctions.fullmatch(host)))
+
+    return matches
+
+
+class IdTokenVerifier:
+    """Verifies Identity Platform JWTs: RS256, signed by a key of ``certs_url``, issued by
+    ``https://securetoken.google.com/<project>``, for our audience, with a subject.
+
+    ``certs_url`` is a setting (``IDENTITY_CERTS_URL``): Google's securetoken certs in the
+    cloud, the local stack's certs on a laptop; the code path is the same.
+    """
+
+    def __init__(self, project: str, certs_url: str, *, audience: str | None = None,
+                 audience_matcher: Callable[[Any], bool] | None = None, request: Any = None,
+                 clock_skew_s: int = 10) -> None:
+        if not project:
+            raise GemcastError("IdTokenVerifier needs the project id (IDENTITY_AUDIENCE)")
+        self.project = project
+        self.issuer = ISSUER_PREFIX + project
+        self.certs_url = certs_url
+        self.audience = audience if audience is not None else project
+        self.audience_matcher = audience_matcher
+        self.request: Any = request if request is not None else CachingRequest()
+        self.clock_skew_s = clock_skew_s
+
+    def verify(self, token: str) -> dict[str, Any]:
+        import google.auth.exceptions
+        from google.auth import jwt
+        from google.oauth2 import id_token
+
+        if not token:
+            raise TokenError("no token")
+        try:
+            header = jwt.decode_header(token)
+        except (ValueError, TypeError) as exc:
+            raise TokenError(f"not a JWT: {exc}") from exc
+        if header.get("alg") != "RS256" or not header.get("kid"):
+            raise TokenError("the token must be RS256 with a key id")
+        try:
+            claims = dict(id_token.verify_token(
+                token, self.request, audience=None if self.audience_matcher else self.audience,
+                certs_url=self.certs_url, clock_skew_in_seconds=self.clock_skew_s))
+        except google.auth.exceptions.TransportError as exc:
+            raise GemcastError(f"could not fetch the signing certs from {self.certs_url}: {exc}") from exc
+        except (ValueError, google.auth.exceptions.GoogleAuthError) as exc:
+            # An unknown key id may be a rotation: fetch the certs once more, then give up.
+            if "Certificate for key id" in str(exc) and isinstance(self.request, CachingRequest):
+                self.request.forget()
+                return self._verified_again(token)
+            raise TokenError(str(exc)) from exc
+        return self._check_claims(claims)
+
+    def _verified_again(self, token: str) -> dict[str, Any]:
+        from google.oauth2 import id_token
+
+        try:
+            claims = dict(id_token.verify_token(
+                token, self.request, audience=None if self.audience_matcher else self.audience,
+                certs_url=self.certs_url, clock_skew_in_seconds=self.clock_skew_s))
+        except ValueError as exc:
+            raise TokenError(str(exc)) from exc
+        return self._check_claims(claims)
+
+    def _check_claims(self, claims: dict[str, Any]) -> dict[str, Any]:
+        if claims.get("iss") != self.issuer:
+            raise TokenError(f"issuer {claims.get('iss')!r} is not {self.issuer!r}")
+        if self.audience_matcher and not self.audience_matcher(claims.get("aud")):
+            raise TokenError(f"audience {claims.get('aud')!r} is not this function")
+        sub = claims.get("sub")
+        if not isinstance(sub, str) or not sub or len(sub) > 128:
+            raise TokenError("the token has no usable subject")
+        return claims
+
+
+def bearer_token(headers: Mapping[str, str] | Any) -> str:
+    """The token of an ``Authorization: Bearer`` header (a dict or werkzeug's Headers)."""
+    value = str(headers.get("Authorization") or headers.get("authorization") or "")
+    scheme, _, token = value.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise TokenError("no bearer token")
+    return token.strip()
+
+
+# -- Identity Platform blocking functions -------------------------------------------------------
+EVENT_BEFORE_CREATE = "beforeCreate"
+EVENT_BEFORE_SIGN_IN = "beforeSignIn"
+
+
+def blocking_claims(body: Any, verifier: IdTokenVerifier, event_type: str) -> dict[str, Any]:
+    """The verified claims of a blocking-function request body ``{"data": {"jwt": ...}}``."""
+    data = body.get("data") if isinstance(body, Mapping) else None
+    token = data.get("jwt") if isinstance(data, Mapping) else None
+    if not isinstance(token, str):
+        raise ValidationError("a blocking-function request carries data.jwt", {"data.jwt": "is missing"})
+    claims = verifier.verify(token)
+    if claims.get("event_type") != event_type:
+        raise ValidationError(f"this function handles {event_type}, got {claims.get('event_type')!r}",
+                              {"event_type": f"must be {event_type}"})
+    return claims
+
+
+def _user_record(claims: Mapping[str, Any]) -> Mapping[str, Any]:
+    record = claims.get("user_record")
+    return record if isinstance(record, Mapping) else {}
+
+
+def _custom_claims(record: Mapping[str, Any]) -> dict[str, Any]:
+    raw = record.get("custom_claims")
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            raw = None
+    return dict(raw) if isinstance(raw, Mapping) else {}
+
+
+def before_create(claims: Mapping[str, Any], allowed_domains: tuple[str, ...],
+                  default_tier: str) -> dict[str, Any]:
+    """Refuse an e-mail outside the allowed domains (same rule as the Cognito pre sign-up);
+    give a new user the default tier as a custom claim (the Cognito post-confirmation profile)."""
+    from gemcast.auth_hooks import TIER_CLAIM, SignUpDeniedError, check_sign_up
+
+    record = _user_record(claims)
+    try:
+        check_sign_up(str(record.get("email") or ""), allowed_domains, auto_confirm=False)
+    except SignUpDeniedError as exc:
+        raise BlockedError(str(exc)) from exc
+    custom = _custom_claims(record)
+    custom.setdefault(TIER_CLAIM, default_tier)
+    return {"userRecord": {"customClaims": custom, "updateMask": "customClaims"}}
+
+
+def before_sign_in(claims: Mapping[str, Any], default_tier: str) -> dict[str, Any]:
+    """Put the ``tier`` claim in the ID token: the user's own (an admin may change it with
+    custom claims), else the default (the Cognito pre token generation hook)."""
+    from gemcast.auth_hooks import TIER_CLAIM
+
+    tier = _custom_claims(_user_record(claims)).get(TIER_CLAIM) or default_tier
+    return {"userRecord": {"sessionClaims": {TIER_CLAIM: str(tier)}, "updateMask": "sessionClaims"}}
+
+
+# -- the HTTP side of the functions --------------------------------------------------------------
+def similar_answer(params: Mapping[str, Any] | None, inventory: Any) -> tuple[int, dict[str, Any]]:
+    """GET /v1/diamonds/similar: the n nearest stones of the same grades, or 400 naming the
+    bad parameters (same answers as the AWS function: ``gemcast.inventory`` decides)."""
+    from gemcast.api import error_body
+    from gemcast.inventory import parse_query, similar_response
+
+    try:
+        carat, cut, color, clarity, n = parse_query(params)
+    except ValidationError as exc:
+        return 400, error_body(str(exc), exc.errors)
+    stones = inventory.similar(carat, cut, color, clarity, n)
+    return 200, similar_response(carat, cut, color, clarity, n, stones)
+
+
+HttpResult = tuple[str, int, dict[str, str]]
+
+
+def json_response(status: int, body: Any, headers: Mapping[str, str] | None = None) -> HttpResult:
+    """A (body, status, headers) tuple as Flask (functions-framework) takes it."""
+    all_headers = {"Content-Type": "application/json", **(headers or {})}
+    return json.dumps(body, separators=(",", ":")), status, all_headers
+
+
+def api_errors(handler: Callable[..., HttpResult]) -> Callable[..., HttpResult]:
+    """Errors of the API functions (predict, similar) as responses, in one place: the same
+    shapes as API Gateway and the AWS functions give."""
+    import functools
+
+    @functools.wraps(handler)
+    def wrapper(*args: Any, **kwargs: Any) -> HttpResult:
+        from gemcast.api import error_body
+
+        try:
+            return handler(*args, **kwargs)
+        except TokenError as exc:
+            logger.info("unauthorized: %s", exc)
+            # API Gateway's Cognito authorizer answers exactly this; the reason stays in our log.
+            return json_response(401, {"message": "Unauthorized"}, {"WWW-Authenticate": "Bearer"})
+        except ValidationError as exc:
+            return json_response(400, error_body(str(exc), exc.errors))
+
+    return wrapper
+
+
+def blocking_errors(handler: Callable[..., HttpResult]) -> Callable[..., HttpResult]:
+    """Errors of the blocking functions in the shape Identity Platform reads:
+    ``{"error": {"status", "message"}}``; its message is shown to the person signing in."""
+    import functools
+
+    @functools.wraps(handler)
+    def wrapper(*args: Any, **kwargs: Any) -> HttpResult:
+        try:
+            return handler(*args, **kwargs)
+        except BlockedError as exc:
+            return json_response(403, {"error": {"status": "PERMISSION_DENIED", "message": str(exc)}})
+        except TokenError as exc:
+            logger.warning("blocking function token refused: %s", exc)
+            return json_response(401, {"error": {"status": "UNAUTHENTICATED", "message": "invalid token"}})
+        except ValidationError as exc:
+            return json_response(400, {"error": {"status": "INVALID_ARGUMENT", "message": str(exc)}})
+
+    return wrapper
