@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from botocore.exceptions import ClientError
-
 from gemcast.config import Settings
 from gemcast.errors import GemcastError
 
@@ -74,6 +72,9 @@ def create_profile(table: UsersTable, user_id: str, tier: str, now: datetime | N
     Conditional on the user having none: a replayed confirmation (Cognito retries a trigger
     that timed out) must not reset a tier that was changed since. Returns False then.
     """
+    # Imported here: the GCP blocking functions share this module and ship without botocore.
+    from botocore.exceptions import ClientError
+
     if not user_id:
         raise GemcastError("create_profile needs the user's sub")
     created_at = (now or datetime.now(UTC)).isoformat(timespec="seconds")
