@@ -68,9 +68,9 @@ def test_sam_build_builds_every_function_and_the_layer() -> None:
             assert (build_dir / logical_id / "app.py").is_file(), f"{logical_id} was not built"
         layer = build_dir / "GemcastLayer" / "python"
         assert (layer / "gemcast" / "config.py").is_file(), "the layer lacks the gemcast package"
-        assert (layer / "aws_lambda_powertools").is_dir(), "the layer lacks powertools"
-        # The layer stays small: the heavy libraries belong to the training/serving image.
-        for heavy in ("numpy", "sklearn", "pandas", "scipy"):
-            assert not (layer / heavy).exists(), f"{heavy} ended up in the Lambda layer"
+        # The layer holds gemcast alone: Powertools comes from AWS's layer (PowertoolsLayerArn),
+        # boto3 from the runtime, and the heavy libraries belong to the training/serving image.
+        for other in ("aws_lambda_powertools", "botocore", "numpy", "sklearn", "pandas", "scipy"):
+            assert not (layer / other).exists(), f"{other} ended up in the gemcast layer"
         size = sum(p.stat().st_size for p in layer.rglob("*") if p.is_file())
-        assert size < 100 * 2**20, f"layer is {size / 2**20:.0f} MiB unzipped"
+        assert size < 2 * 2**20, f"layer is {size / 2**20:.1f} MiB unzipped"

@@ -10,8 +10,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
-
 from gemcast.errors import ValidationError
 from gemcast.schema import FEATURES, check_stone, encode
 
@@ -81,6 +79,9 @@ class Predictor:
                 valid_rows.append(encode(values))
                 valid_at.append(i)
         if valid_rows:
+            # numpy only here: the Lambda proxy shares this module's validation without numpy.
+            import numpy as np
+
             X = np.asarray(valid_rows, dtype=float)
             prices = self.model.predict(X)
             explained = self.model.reasons_batch(X) if reasons else None
