@@ -7,7 +7,6 @@ reads the model card, and signs out. Screenshots go to tests/e2e/screenshots/ (g
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import secrets
@@ -75,27 +74,14 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     beside it, with the demo user and a second user in the stack's Cognito (moto) pool."""
     from gemcast_local.servers import free_port
     from gemcast_local.stack import LocalStack, StackConfig
-    from gemcast_local.webapp_runner import start_webapp
 
     state = tmp_path_factory.mktemp("webapp-stack") / ".gemcast"
-    ports = {"api_port": free_port(), "serve_port": free_port()}
-    if "web_port" in {f.name for f in dataclasses.fields(StackConfig)}:
-        ports["web_port"] = free_port()
-    config = StackConfig(state_dir=state, kind="linear", serve_workers=1, **ports)
+    config = StackConfig(state_dir=state, kind="linear", serve_workers=1, api_port=free_port(),
+                         serve_port=free_port(), web_port=free_port())
     with LocalStack(config, say=lambda _msg: None) as stack:
-        assert stack.gateway is not None
-        # Once the stack serves the web app itself (stack.webapp), test that one.
-        web = getattr(stack, "webapp", None)
-        own = None
-        if web is None:
-            own = web = start_webapp(stack.gateway.url, stack.user_pool_id, stack.client_id, stack.aws_env,
-                                     log_path=str(stack.logs / "webapp.log"))
-        try:
-            demo = User(stack.config.demo_email, stack.config.demo_password)
-            yield Site(web.url, (demo, _add_user(stack.aws_env, stack.user_pool_id, "second@example.com")))
-        finally:
-            if own is not None:
-                own.stop()
+        assert stack.webapp is not None, "the local stack serves the web app"
+        demo = User(stack.config.demo_email, stack.config.demo_password)
+        yield Site(stack.webapp.url, (demo, _add_user(stack.aws_env, stack.user_pool_id, "second@example.com")))
 
 
 @pytest.fixture(scope="session")

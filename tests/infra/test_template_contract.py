@@ -45,6 +45,7 @@ NEEDS = {
 ROUTES = {
     ("post", "/v1/predictions"): "PredictProxyFunction",
     ("get", "/v1/models/current"): "PredictProxyFunction",
+    ("get", "/v1/models/current/card"): "PredictProxyFunction",
     ("get", "/v1/predictions/mine"): "PredictProxyFunction",
     ("get", "/v1/openapi.json"): "PredictProxyFunction",
     ("get", "/v1/health"): "PredictProxyFunction",

@@ -84,9 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="run the whole AWS stack on this machine (make demo); Ctrl-C stops it")
     up.add_argument("--api-port", type=int, default=3000, help="local API gateway port (default 3000)")
     up.add_argument("--state", default=".gemcast", help="state and logs folder (default .gemcast)")
-    up.add_argument("--kind", choices=("gbm", "linear"), default="gbm", help="model kind to train (default gbm)")
-    up.add_argument("--budget", type=float, default=30.0, help="training search budget in seconds (default 30)")
-    up.add_argument("--trials", type=int, default=2, help="training search candidates at most (default 2)")
+    up.add_argument("--kind", choices=("gbm", "linear"), default="gbm", help="model kind (default gbm)")
+    up.add_argument("--budget", type=float, default=30.0, help="search budget in seconds (default 30)")
+    up.add_argument("--trials", type=int, default=1, help="training search candidates at most (default 1)")
+    up.add_argument("--cloud", choices=("aws", "gcp"), default="aws",
+                    help="which half to run on its stand-ins (default aws; gcp: make demo-gcp)")
     trigger = sub.add_parser("trigger", help="the daily training check, now, on the running local stack "
                              "(a job trains as a local process)")
     trigger.add_argument("--state", default=".gemcast", help="the local stack's state folder")
@@ -94,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     trigger.add_argument("--budget", type=float, help="the job's search budget in seconds")
     trigger.add_argument("--trials", type=int, help="the job's search candidates at most")
     token = sub.add_parser("token", help="print an ID token of the running local stack's demo user")
-    token.add_argument("--state", default=".gemcast", help="the local stack's state folder (default .gemcast)")
+    token.add_argument("--state", default=".gemcast", help="the local stack's state (default .gemcast)")
     token.add_argument("--user", help="e-mail of another user of the local pool")
     token.add_argument("--password", help="that user's password")
 
@@ -200,6 +202,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    if args.cloud == "gcp":
+        from gemcast_local.gcp_stack import GcpStack
+
+        return GcpStack(workdir=Path(args.state) / "gcp", kind=args.kind, train_budget_s=args.budget,
+                        trials=args.trials).run()
     from gemcast_local.stack import StackConfig, up
 
     return up(StackConfig(state_dir=Path(args.state), api_port=args.api_port, kind=args.kind,

@@ -1,0 +1,165 @@
+"""The local stack as a user meets it: `gemcast up`'s runner on free ports, Cognito sign-in, HTTP.
+
+Started in process (the same LocalStack that `gemcast up` runs), with a linear model so the
+start takes seconds; every request goes over HTTP through the local gateway, its authorizer
+and the functions' own handlers.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+import requests
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from gemcast.aws import from_item
+from gemcast_local.servers import free_port
+from gemcast_local.stack import LocalStack, StackConfig, token
+
+pytestmark = pytest.mark.e2e
+
+STONE = {
+    "carat": 0.7,
+    "cut": "Ideal",
+    "color": "E",
+    "clarity": "VS1",
+    "depth": 61.8,
+    "table": 56.0,
+    "x": 5.7,
+    "y": 5.72,
+    "z": 3.53,
+}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    state = tmp_path_factory.mktemp("state") / ".gemcast"
+    config = StackConfig(
+        state_dir=state, api_port=free_port(), serve_port=free_port(), web_port=free_port(), kind="linear",
+        serve_workers=1,
+    )
+    with LocalStack(config, say=lambda _msg: None) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def id_token(stack: LocalStack) -> str:
+    cognito = stack.client("cognito-idp")
+    answer = cognito.initiate_auth(
+        ClientId=stack.client_id,
+        AuthFlow="USER_PASSWORD_AUTH",
+        AuthParameters={"USERNAME": stack.config.demo_email, "PASSWORD": stack.config.demo_password},
+    )
+    return str(answer["AuthenticationResult"]["IdToken"])
+
+
+def api(stack: LocalStack, method: str, path: str, token: str | None, body: Any = None) -> requests.Response:
+    assert stack.gateway is not None
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = token
+    return requests.request(
+        method,
+        stack.gateway.url + path,
+        headers=headers,
+        timeout=30,
+        data=None if body is None else json.dumps(body),
+    )
+
+
+def log_record(stack: LocalStack, request_id: str) -> dict[str, Any] | None:
+    table = stack.client("dynamodb")
+    item = table.get_item(TableName=stack.values["PredictionLogTable"], Key={"request_id": {"S": request_id}})
+    if "Item" not in item:
+        return None
+    from boto3.dynamodb.types import TypeDeserializer
+
+    plain = {k: TypeDeserializer().deserialize(v) for k, v in item["Item"].items()}
+    return from_item(plain)
+
+
+def test_price_a_stone_and_find_similar_ones_both_logged(stack: LocalStack, id_token: str) -> None:
+    priced = api(stack, "POST", "/v1/predictions", id_token, STONE)
+    assert priced.status_code == 200, priced.text
+    body = priced.json()
+    assert 1000 < body["price"] < 10000 and body["reasons"]
+    similar = api(stack, "GET", "/v1/diamonds/similar?carat=0.7&cut=Ideal&color=E&clarity=VS1&n=5", id_token)
+    assert similar.status_code == 200, similar.text
+    stones = similar.json()["stones"]
+    assert len(stones) == 5 and all(s["cut"] == "Ideal" and s["clarity"] == "VS1" for s in stones)
+
+    sub = jwt.decode(id_token, options={"verify_signature": False})["sub"]
+    for response, route in ((priced, "POST /v1/predictions"), (similar, "GET /v1/diamonds/similar")):
+        record = log_record(stack, response.headers["x-amzn-RequestId"])
+        assert record is not None, route
+        assert record["route"] == route and record["caller"] == sub and record["status"] == 200
+    assert log_record(stack, body["request_id"])["response"]["price"] == body["price"]  # type: ignore[index]
+
+
+def test_no_token_or_a_forged_one_is_a_401(stack: LocalStack, id_token: str) -> None:
+    assert api(stack, "POST", "/v1/predictions", None, STONE).status_code == 401
+    # Same header and claims, signed by a key that is not the pool's.
+    header = jwt.get_unverified_header(id_token)
+    claims = jwt.decode(id_token, options={"verify_signature": False})
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    forged = jwt.encode(claims, key, algorithm="RS256", headers={"kid": header["kid"]})
+    answer = api(stack, "POST", "/v1/predictions", forged, STONE)
+    assert answer.status_code == 401 and answer.json()["message"] == "Unauthorized"
+    # The pool's signature over other claims (another caller) is refused too.
+    head, payload, signature = id_token.split(".")
+    other = (
+        base64.urlsafe_b64encode(json.dumps({**claims, "sub": "someone-else"}).encode()).rstrip(b"=").decode()
+    )
+    assert api(stack, "GET", "/v1/predictions/mine", f"{head}.{other}.{signature}").status_code == 401
+    # Health and the OpenAPI document need no token.
+    assert api(stack, "GET", "/v1/health", None).status_code == 200
+    assert api(stack, "GET", "/v1/openapi.json", None).json()["openapi"].startswith("3.")
+
+
+def test_a_bad_stone_is_a_400_with_field_names(stack: LocalStack, id_token: str) -> None:
+    answer = api(stack, "POST", "/v1/predictions", id_token, {**STONE, "carat": 60, "color": "Q"})
+    assert answer.status_code == 400
+    assert {"carat", "color"} <= set(answer.json()["error"]["fields"])
+
+
+def test_the_printed_commands_work_as_printed(stack: LocalStack) -> None:
+    if shutil.which("curl") is None or shutil.which("bash") is None:
+        pytest.skip("curl or bash not on PATH")
+    lines = [line.strip() for line in stack.banner().splitlines()]
+    token_line = next(line for line in lines if line.startswith("TOKEN=$("))
+    curl_line = next(line for line in lines if line.startswith("curl -s -X POST"))
+    done = subprocess.run(
+        ["bash", "-c", f"{token_line} && {curl_line}"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["price"] > 0
+    assert token(stack.state_dir)  # what `gemcast token` prints
+
+
+def test_a_stopped_endpoint_is_a_503_and_still_logged(stack: LocalStack, id_token: str) -> None:
+    assert stack.serving is not None
+    stack.serving.stop()
+    try:
+        answer = api(stack, "POST", "/v1/predictions", id_token, STONE)
+        assert answer.status_code == 503
+        assert "unavailable" in answer.json()["error"]["message"]
+        record = log_record(stack, answer.json()["request_id"])
+        assert record is not None and record["status"] == 503
+    finally:
+        stack.serving.start()  # same port: the proxy's client keeps working
+    assert api(stack, "POST", "/v1/predictions", id_token, STONE).status_code == 200
+
+
+def test_state_file_names_the_running_stack(stack: LocalStack) -> None:
+    state = json.loads((stack.state_dir / "stack.json").read_text())
+    assert state["api_url"] == stack.gateway.url  # type: ignore[union-attr]
+    assert state["resources"]["PredictionLogTable"] == stack.values["PredictionLogTable"]
+    assert Path(state["logs"]).is_dir()

@@ -1,0 +1,248 @@
+"""The prediction API without any cloud: validation, endpoint failures, logging, the OpenAPI
+document (built from the same constants as validation), the model summary and the metrics."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import jsonschema
+import pytest
+
+from gemcast.api import handle_predictions
+from gemcast.errors import EndpointError, NotFoundError
+from gemcast.openapi import document, stone_schema
+from gemcast.predict import MAX_BATCH
+from gemcast.registry import ModelPackage, Registry
+from gemcast.routes import current_model, record_request
+from gemcast.schema import CATEGORIES, EXCLUSIVE_LOW, FEATURES, RANGES, check_stone
+
+STONE = {
+    "carat": 0.7,
+    "cut": "Ideal",
+    "color": "E",
+    "clarity": "VS1",
+    "depth": 61.8,
+    "table": 56.0,
+    "x": 5.7,
+    "y": 5.72,
+    "z": 3.53,
+}
+
+
+class FakeEndpoint:
+    def __init__(self, error: EndpointError | None = None, extra: int = 0) -> None:
+        self.calls: list[list[dict[str, Any]]] = []
+        self.error = error
+        self.extra = extra
+
+    def invoke(self, instances: list[dict[str, Any]]) -> dict[str, Any]:
+        self.calls.append(instances)
+        if self.error:
+            raise self.error
+        preds = [{"price": 1000.0 + 100 * s["carat"], "base_price": 900.0, "reasons": []} for s in instances]
+        return {"predictions": preds + preds[: self.extra], "model_version": "v1"}
+
+
+class ListLog:
+    def __init__(self) -> None:
+        self.records: list[dict[str, Any]] = []
+
+    def write(self, record: dict[str, Any]) -> bool:
+        self.records.append(record)
+        return True
+
+
+def predict(body: Any, endpoint: FakeEndpoint | None = None) -> tuple[Any, ListLog, FakeEndpoint]:
+    endpoint = endpoint or FakeEndpoint()
+    log = ListLog()
+    text = body if isinstance(body, str) else json.dumps(body)
+    response = handle_predictions(text, request_id="req-1", caller="user-sub", endpoint=endpoint, log=log)
+    return response, log, endpoint
+
+
+def test_one_stone_is_priced_and_logged_with_the_caller() -> None:
+    response, log, _ = predict(STONE)
+    assert response.status == 200
+    assert response.body["price"] == pytest.approx(1070.0)
+    assert response.body["model_version"] == "v1" and response.body["request_id"] == "req-1"
+    (record,) = log.records
+    assert record["caller"] == "user-sub" and record["status"] == 200 and record["model_version"] == "v1"
+    assert record["request"] == STONE and record["response"] == response.body
+    assert record["route"] == "POST /v1/predictions" and record["expires_at"] > 0
+
+
+def test_a_list_prices_the_valid_stones_and_names_the_invalid_ones_in_order() -> None:
+    bad = {**STONE, "color": "Z"}
+    response, log, endpoint = predict([STONE, bad, {**STONE, "carat": 0.71}])
+    assert response.status == 200
+    first, second, third = response.body["predictions"]
+    assert first["price"] == pytest.approx(1070.0) and third["price"] == pytest.approx(1071.0)
+    assert set(second["error"]["fields"]) == {"color"}
+    assert len(endpoint.calls[0]) == 2  # the invalid stone never reaches the model
+    assert log.records[0]["status"] == 200
+
+
+def test_a_bad_single_stone_is_a_400_naming_every_field_and_is_logged() -> None:
+    response, log, endpoint = predict({**STONE, "carat": -1, "cut": "Excellent", "z": None})
+    assert response.status == 400
+    assert {"carat", "cut", "z"} <= set(response.body["error"]["fields"])
+    assert not endpoint.calls
+    assert log.records[0]["status"] == 400
+
+
+def test_bad_json_is_a_400_and_the_raw_body_is_logged() -> None:
+    response, log, _ = predict('{"carat": 0.7,')
+    assert response.status == 400 and "body" in response.body["error"]["fields"]
+    assert log.records[0]["request"] == {"unparsed_body": '{"carat": 0.7,'}
+
+
+def test_too_many_stones_is_a_400() -> None:
+    response, _, endpoint = predict([STONE] * (MAX_BATCH + 1))
+    assert response.status == 400 and not endpoint.calls
+
+
+def test_an_unreachable_endpoint_is_a_503_with_retry_after_and_still_logged() -> None:
+    response, log, _ = predict(STONE, FakeEndpoint(EndpointError("connection refused", status=503)))
+    assert response.status == 503 and response.headers["Retry-After"]
+    assert "connection refused" not in json.dumps(response.body)  # no internals to the caller
+    assert log.records[0]["status"] == 503
+
+
+def test_an_endpoint_answer_of_the_wrong_length_is_a_502() -> None:
+    response, _, _ = predict([STONE, STONE], FakeEndpoint(extra=1))
+    assert response.status == 502
+
+
+# ----------------------------------------------------------------------------- OpenAPI
+
+
+def test_the_document_names_every_feature_with_the_validation_constants() -> None:
+    schema = stone_schema()
+    assert schema["required"] == list(FEATURES)
+    for name in FEATURES:
+        prop = schema["properties"][name]
+        if name in CATEGORIES:
+            assert prop["enum"] == list(CATEGORIES[name])
+        else:
+            low, high = RANGES[name]
+            assert prop["maximum"] == high
+            assert prop.get("exclusiveMinimum" if name in EXCLUSIVE_LOW else "minimum") == low
+
+
+def _field_problem(stone: dict[str, Any], name: str) -> bool:
+    """Whether validation finds the field itself wrong (type, range, grade, missing).
+
+    Checked on the field alone: with the other fields missing, no consistency rule between
+    measurements (which a JSON schema cannot express) applies.
+    """
+    _, problems = check_stone({name: stone[name]} if name in stone else {})
+    return any(p.field == name for p in problems)
+
+
+@pytest.mark.parametrize("name", [f for f in FEATURES if f not in CATEGORIES])
+def test_validation_and_the_document_agree_at_every_range_edge(name: str) -> None:
+    validator = jsonschema.Draft202012Validator(stone_schema())
+    low, high = RANGES[name]
+    for value in (
+        low,
+        math.nextafter(low, -math.inf),
+        math.nextafter(low, math.inf),
+        high,
+        math.nextafter(high, math.inf),
+        high + 1,
+        low - 1,
+    ):
+        stone = {**STONE, name: value}
+        document_ok = not any(list(e.path) == [name] for e in validator.iter_errors(stone))
+        assert document_ok == (not _field_problem(stone, name)), (name, value)
+
+
+@pytest.mark.parametrize("name", list(CATEGORIES))
+def test_validation_and_the_document_agree_on_grades(name: str) -> None:
+    validator = jsonschema.Draft202012Validator(stone_schema())
+    for grade in [*CATEGORIES[name], "Excellent", "Z9", ""]:
+        stone = {**STONE, name: grade}
+        document_ok = not any(list(e.path) == [name] for e in validator.iter_errors(stone))
+        assert document_ok == (not _field_problem(stone, name)), (name, grade)
+    # A missing field is refused by both.
+    stone = {k: v for k, v in STONE.items() if k != name}
+    assert not validator.is_valid(stone) and _field_problem(stone, name)
+
+
+def test_the_request_schema_takes_what_the_api_takes() -> None:
+    doc = document()
+    request = {"$ref": "#/components/schemas/PredictionRequest", "components": doc["components"]}
+    validator = jsonschema.Draft202012Validator(request)
+    assert (
+        validator.is_valid(STONE)
+        and validator.is_valid([STONE, STONE])
+        and validator.is_valid({"instances": [STONE]})
+    )
+    assert not validator.is_valid([]) and not validator.is_valid([STONE] * (MAX_BATCH + 1))
+
+
+def test_every_reference_of_the_document_resolves() -> None:
+    doc = document()
+    text = json.dumps(doc)
+    refs = {part.split('"')[0] for part in text.split('"$ref": "')[1:]}
+    assert refs
+    for ref in refs:
+        node: Any = doc
+        for key in ref.removeprefix("#/").split("/"):
+            node = node[key]
+    assert set(doc["paths"]) >= {
+        "/v1/predictions",
+        "/v1/models/current",
+        "/v1/predictions/mine",
+        "/v1/diamonds/similar",
+        "/v1/openapi.json",
+        "/v1/health",
+    }
+    assert doc["paths"]["/v1/health"]["get"]["security"] == []
+
+
+# ----------------------------------------------------------------------------- model summary, metrics
+
+
+def test_current_model_reports_version_metrics_and_training_data(tmp_path: Any) -> None:
+    registry = Registry((tmp_path / "models").as_uri())
+    with pytest.raises(NotFoundError, match="no model"):
+        current_model(registry)
+    manifest = {
+        "version": "20260101T000000Z-abc123",
+        "created": "2026-01-01T00:00:00Z",
+        "data": {"snapshot_id": "snap-1", "rows": 5000, "accepted": 4983},
+        "metrics": {"holdout": {"mae": 250.0, "mape": 7.5}},
+        "model": {"kind": "gbm"},
+    }
+    registry.publish(ModelPackage({"model.npz": b"not really a model"}, manifest))
+    registry.promote("20260101T000000Z-abc123", reason="first")
+    info = current_model(registry)
+    assert info["version"] == "20260101T000000Z-abc123" and info["metrics"]["mae"] == 250.0
+    assert (
+        info["trained_on"]["snapshot_id"] == "snap-1" and info["trained_on"]["date"] == "2026-01-01T00:00:00Z"
+    )
+    assert info["trained_on"]["rows"] == 5000 and info["kind"] == "gbm"
+
+
+class RecordingMetrics:
+    def __init__(self) -> None:
+        self.dimensions: dict[str, str] = {}
+        self.values: dict[str, float] = {}
+
+    def add_dimension(self, name: str, value: str) -> None:
+        self.dimensions[name] = value
+
+    def add_metric(self, name: str, unit: Any, value: float) -> None:
+        self.values[name] = value
+
+
+def test_request_metrics_are_by_route_and_model_version() -> None:
+    metrics = RecordingMetrics()
+    event = {"httpMethod": "POST", "resource": "/v1/predictions", "path": "/v1/predictions"}
+    response = {"statusCode": 503, "multiValueHeaders": {"X-Model-Version": ["v7"]}}
+    record_request(metrics, event, response, started=1.0, now=1.25)
+    assert metrics.dimensions == {"route": "POST /v1/predictions", "model_version": "v7"}
+    assert metrics.values == {"Requests": 1, "LatencyMs": 250.0, "ClientErrors": 0, "ServerErrors": 1}
