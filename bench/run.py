@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-SECTIONS = ["training"]
+SECTIONS = ["training", "packages", "serving"]
 
 
 def main(argv: list[str]) -> int:

@@ -17,7 +17,13 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from gemcast.api import error_body, handle_predictions
-from gemcast.aws import DynamoPredictionLog, SageMakerEndpoint, endpoint_client_config, recent_for_caller
+from gemcast.aws import (
+    DynamoPredictionLog,
+    LazyClient,
+    SageMakerEndpoint,
+    endpoint_client_config,
+    recent_for_caller,
+)
 from gemcast.config import Settings
 from gemcast.errors import EndpointError, NotFoundError, ValidationError
 from gemcast.openapi import document
@@ -39,7 +45,7 @@ LOG_TABLE = boto3.resource("dynamodb").Table(SETTINGS.prediction_log_table)
 REGISTRY = Registry(SETTINGS.registry_uri)
 OPENAPI = document()
 PREDICTION_LOG = DynamoPredictionLog(
-    LOG_TABLE, boto3.client("sqs"), SETTINGS.log_dlq_url, on_failure=log_failure_counter(metrics)
+    LOG_TABLE, LazyClient("sqs"), SETTINGS.log_dlq_url, on_failure=log_failure_counter(metrics)
 )
 
 

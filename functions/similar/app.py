@@ -16,7 +16,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from gemcast.api import error_body
-from gemcast.aws import DynamoPredictionLog
+from gemcast.aws import DynamoPredictionLog, LazyClient
 from gemcast.config import Settings
 from gemcast.errors import ValidationError
 from gemcast.inventory import DynamoInventory, parse_query, similar_response
@@ -34,7 +34,7 @@ INVENTORY = DynamoInventory(SETTINGS.inventory_table, resource=DYNAMODB)
 
 REQUEST_LOG = DynamoPredictionLog(
     DYNAMODB.Table(SETTINGS.prediction_log_table),
-    boto3.client("sqs"),
+    LazyClient("sqs"),
     SETTINGS.log_dlq_url,
     on_failure=log_failure_counter(metrics),
 )

@@ -10,16 +10,6 @@ import pytest
 
 sklearn = pytest.importorskip("sklearn")
 
-from gemcast.errors import ValidationError  # noqa: E402
-from gemcast.export import export_model  # noqa: E402
-from gemcast.model import (  # noqa: E402
-    DESIGN_COLUMNS,
-    ModelFormatError,
-    linear_design,
-    load_model,
-    save_model,
-)
-from gemcast.schema import CATEGORIES, FEATURES  # noqa: E402
 from sklearn.compose import TransformedTargetRegressor  # noqa: E402
 from sklearn.ensemble import (  # noqa: E402
     ExtraTreesRegressor,
@@ -32,6 +22,20 @@ from sklearn.linear_model import LinearRegression, Ridge  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import FunctionTransformer, StandardScaler  # noqa: E402
 from sklearn.tree import DecisionTreeRegressor  # noqa: E402
+
+import gemcast.model  # noqa: E402
+from gemcast.errors import ValidationError  # noqa: E402
+from gemcast.export import export_model  # noqa: E402
+from gemcast.model import (  # noqa: E402
+    DEFAULT_INPUTS,
+    DESIGN_COLUMNS,
+    ModelFormatError,
+    linear_design,
+    load_model,
+    model_inputs,
+    save_model,
+)
+from gemcast.schema import CATEGORIES, FEATURES  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "diamonds.csv"
 RTOL = 1e-9
@@ -221,3 +225,87 @@ def test_prediction_refuses_bad_rows(train) -> None:  # type: ignore[no-untyped-
             model.predict_log(broken)
     with pytest.raises(ValidationError):
         model.predict_log(np.zeros((2, 8)))
+
+
+@pytest.mark.parametrize(
+    "estimator",
+    [
+        HistGradientBoostingRegressor(max_iter=40, max_leaf_nodes=15, max_features=0.3, random_state=0),
+        RandomForestRegressor(n_estimators=8, max_depth=7, random_state=0),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+def test_tree_model_on_derived_inputs_predicts_what_sklearn_predicts(
+    estimator, train, test_X, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    X, y = train
+    estimator.fit(model_inputs(X, DEFAULT_INPUTS), y)
+    model = load_model(save_model(export_model(estimator, FEATURES, input_names=DEFAULT_INPUTS)))
+    assert model.metadata["input_names"] == list(DEFAULT_INPUTS)
+    expected = estimator.predict(model_inputs(test_X, DEFAULT_INPUTS))
+    # Callers pass the raw 9 features; the model computes x/y itself. Both the batch path
+    # (onnxruntime when installed) and the numpy walk must match.
+    assert_close(model.predict_log(test_X), expected)
+    monkeypatch.setattr(gemcast.model, "FAST_MIN_ROWS", 10**9)
+    assert_close(model.predict_log(test_X), expected)
+    assert_close(model.predict_log(test_X[:1]), expected[:1])
+
+
+def test_export_refuses_inputs_that_do_not_match_the_fit(train) -> None:  # type: ignore[no-untyped-def]
+    X, y = train
+    on_raw = DecisionTreeRegressor(max_depth=3).fit(X, y)
+    with pytest.raises(ModelFormatError, match="model_inputs"):
+        export_model(on_raw, FEATURES, input_names=DEFAULT_INPUTS)
+    on_ten = DecisionTreeRegressor(max_depth=3).fit(model_inputs(X, DEFAULT_INPUTS), y)
+    with pytest.raises(ModelFormatError, match="model_inputs"):
+        export_model(on_ten, FEATURES)
+    with pytest.raises(ModelFormatError, match="input_names"):
+        export_model(on_ten, FEATURES, input_names=[*FEATURES, "x+y"])
+    linear = make_pipeline(FunctionTransformer(linear_design), StandardScaler(), Ridge()).fit(X, y)
+    with pytest.raises(ModelFormatError, match="raw features"):
+        export_model(linear, FEATURES, input_names=DEFAULT_INPUTS)
+
+
+def test_onnxruntime_batches_match_the_numpy_walk_or_are_not_used(train, test_X, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    X, y = train
+    hgb = HistGradientBoostingRegressor(max_iter=30, max_leaf_nodes=15, random_state=0).fit(X, y)
+    model = roundtrip(hgb)
+    fast = model.fast_predictor()
+    assert fast is not None
+    # Rows exactly on split thresholds take the same branch (x <= t goes left) in both.
+    nodes = hgb._predictors[0][0].nodes
+    on_threshold = np.tile(test_X[:1], (int((~nodes["is_leaf"].astype(bool)).sum()), 1))
+    splits = nodes[~nodes["is_leaf"].astype(bool)]
+    on_threshold[np.arange(len(splits)), splits["feature_idx"]] = splits["num_threshold"]
+    for rows in (test_X, on_threshold):
+        np.testing.assert_allclose(fast.predict(rows), model._walk(rows), rtol=1e-12, atol=0)
+    # (Grade thresholds sit between codes, so only measurements make valid stones here.)
+    measured = ~np.isin(splits["feature_idx"], [FEATURES.index(f) for f in CATEGORIES])
+    assert_close(model.predict_log(on_threshold[measured]), hgb.predict(on_threshold[measured]))
+    assert_close(model.predict_log(test_X), hgb.predict(test_X))
+    # A runtime that disagrees (simulated by an impossible tolerance) is logged and not used.
+    monkeypatch.setattr(gemcast.model._OnnxTrees, "TOLERANCE", -1.0)
+    again = roundtrip(hgb)
+    with caplog.at_level("WARNING", logger="gemcast.model"):
+        assert again.fast_predictor() is None
+    assert "not used" in caplog.text
+    assert_close(again.predict_log(test_X), hgb.predict(test_X))
+
+
+def test_batches_use_the_numpy_walk_without_onnxruntime(train, test_X, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_onnx(name, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if name.split(".")[0] in ("onnx", "onnxruntime"):
+            raise ImportError(f"no module named {name}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_onnx)
+    hgb = HistGradientBoostingRegressor(max_iter=20, random_state=0).fit(*train)
+    model = roundtrip(hgb)
+    assert model.fast_predictor() is None
+    assert_close(model.predict_log(test_X), hgb.predict(test_X))

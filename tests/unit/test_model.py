@@ -12,13 +12,16 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
+
 from gemcast.errors import ValidationError
 from gemcast.model import (
+    DEFAULT_INPUTS,
     META_KEY,
     ModelFormatError,
     linear_design,
     load_model,
     metadata_array,
+    model_inputs,
     read_metadata,
     save_model,
 )
@@ -26,7 +29,6 @@ from gemcast.schema import FEATURES
 
 sklearn = pytest.importorskip("sklearn")
 
-from gemcast.export import export_model  # noqa: E402
 from sklearn.ensemble import (  # noqa: E402
     ExtraTreesRegressor,
     HistGradientBoostingRegressor,
@@ -35,6 +37,8 @@ from sklearn.ensemble import (  # noqa: E402
 from sklearn.linear_model import Ridge  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import FunctionTransformer, StandardScaler  # noqa: E402
+
+from gemcast.export import export_model  # noqa: E402
 
 from .test_export import synthetic  # noqa: E402
 
@@ -82,8 +86,8 @@ def hgb_tree_value(nodes: np.ndarray, x: np.ndarray, S: frozenset[int]) -> float
     return walk(0)
 
 
-def brute_shapley(value: Callable[[frozenset[int]], float]) -> tuple[float, np.ndarray]:
-    """Shapley values of the 9-player game by enumerating all 2^9 coalitions."""
+def brute_shapley(value: Callable[[frozenset[int]], float], N: int = N) -> tuple[float, np.ndarray]:
+    """Shapley values of the N-player game by enumerating all 2^N coalitions."""
     v = {frozenset(S): value(frozenset(S)) for k in range(N + 1) for S in itertools.combinations(range(N), k)}
     phi = np.zeros(N)
     for i in range(N):
@@ -122,6 +126,80 @@ def test_tree_shapley_equals_brute_force_enumeration(data) -> None:  # type: ign
         np.testing.assert_allclose(phi[row], brute_phi, rtol=1e-9, atol=1e-12)
         # Sanity: the full coalition is the model's own prediction.
         assert value(frozenset(range(N))) == pytest.approx(float(model.predict_log(x)[0]), rel=1e-12)
+
+
+def test_shapley_over_a_derived_input_equals_brute_force(data) -> None:  # type: ignore[no-untyped-def]
+    # Fitted on the 9 features plus the derived inputs: every coalition of the players is checked.
+    X, y = data
+    Z = model_inputs(X, DEFAULT_INPUTS)
+    y = y + 0.3 * (Z[:, 9] - 1.0)  # give the length/width ratio something to explain
+    hgb = HistGradientBoostingRegressor(max_iter=3, max_leaf_nodes=8, random_state=0).fit(Z, y)
+    forest = ExtraTreesRegressor(n_estimators=2, max_depth=4, random_state=0).fit(Z, y)
+    arrays = export_model([hgb, forest], FEATURES, weights=[0.5, 0.5], input_names=DEFAULT_INPUTS)
+    model = load_model(save_model(arrays))
+    assert model.input_names == DEFAULT_INPUTS
+    stones = synthetic(2, seed=14)[0]
+    base, phi = model.explain(stones)
+    assert phi.shape == (2, len(DEFAULT_INPUTS))
+    n = len(DEFAULT_INPUTS)
+    for row, z in enumerate(model_inputs(stones, DEFAULT_INPUTS)):
+        z32 = z.astype(np.float32)
+
+        def value(S: frozenset[int], z: np.ndarray = z, z32: np.ndarray = z32) -> float:
+            v_hgb = float(hgb._baseline_prediction.ravel()[0]) + sum(
+                hgb_tree_value(p.nodes, z, S) for (p,) in hgb._predictors
+            )
+            v_forest = np.mean([sklearn_tree_value(e.tree_, z32, S) for e in forest.estimators_])
+            return 0.5 * v_hgb + 0.5 * v_forest
+
+        brute_base, brute_phi = brute_shapley(value, n)
+        assert base == pytest.approx(brute_base, rel=1e-12)
+        np.testing.assert_allclose(phi[row], brute_phi, rtol=1e-9, atol=1e-12)
+    # The reasons name the derived input, with its value, and still add up to the price gap.
+    reasons = model.reasons(stones[0])
+    by_name = {r["feature"]: r for r in reasons}
+    assert set(by_name) == set(DEFAULT_INPUTS)
+    ratio = by_name["x/y"]
+    assert ratio["value"] == pytest.approx(stones[0, 6] / stones[0, 7])
+    assert ratio["label"] == "length / width" and "round" in ratio["description"]
+    assert all(r["label"] and r["description"] for r in reasons)
+    price = float(model.predict(stones[0])[0])
+    assert sum(r["effect_usd"] for r in reasons) == pytest.approx(price - model.base_price, rel=1e-9)
+
+
+def test_an_old_file_without_input_names_still_loads_and_predicts(data) -> None:  # type: ignore[no-untyped-def]
+    X, y = data
+    tree = RandomForestRegressor(n_estimators=3, max_depth=5, random_state=0).fit(X, y)
+    arrays = export_model(tree, FEATURES)
+    meta = read_metadata(arrays)
+    del meta["input_names"]  # as files were written before derived inputs existed
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **{**arrays, META_KEY: metadata_array(meta)})
+    model = load_model(buffer.getvalue())
+    assert model.input_names == FEATURES
+    np.testing.assert_allclose(model.predict_log(X[:50]), tree.predict(X[:50]), rtol=1e-12)
+    assert [r["feature"] for r in model.reasons(X[0])].count("x/y") == 0
+    # A file naming an input this code cannot compute is refused, not guessed at.
+    strange = {**arrays, META_KEY: metadata_array({**meta, "input_names": [*FEATURES, "x*y"]})}
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **strange)
+    with pytest.raises(ModelFormatError, match="input_names"):
+        load_model(buffer.getvalue())
+
+
+def test_model_inputs_computes_the_ratio_and_refuses_unknown_names() -> None:
+    X = synthetic(5, seed=15)[0]
+    Z = model_inputs(X, DEFAULT_INPUTS)
+    np.testing.assert_array_equal(Z[:, :9], X)
+    np.testing.assert_array_equal(Z[:, 9], X[:, 6] / X[:, 7])
+    two = model_inputs(X, ["y", "x/y"])
+    np.testing.assert_array_equal(two, np.column_stack([X[:, 7], X[:, 6] / X[:, 7]]))
+    with pytest.raises(ModelFormatError):
+        model_inputs(X, [*FEATURES, "volume"])
+    flat = X[:1].copy()
+    flat[0, 7] = 0.0
+    with pytest.raises(ValidationError, match="x/y"):
+        model_inputs(flat, DEFAULT_INPUTS)
 
 
 def test_explanations_add_up_to_the_prediction_on_a_bigger_ensemble(data) -> None:  # type: ignore[no-untyped-def]

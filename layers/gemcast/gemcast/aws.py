@@ -68,6 +68,23 @@ class SageMakerEndpoint:
         return payload
 
 
+class LazyClient:
+    """A boto3 client created at its first use: for clients a request seldom needs (the
+    dead-letter queue of failed log writes), so the cold start does not pay for them."""
+
+    def __init__(self, service: str, **kwargs: Any) -> None:
+        self._service = service
+        self._kwargs = kwargs
+        self._client: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._client is None:
+            import boto3
+
+            self._client = boto3.client(self._service, **self._kwargs)
+        return getattr(self._client, name)
+
+
 def _to_dynamo(value: Any) -> Any:
     if isinstance(value, float):
         return Decimal(str(value))

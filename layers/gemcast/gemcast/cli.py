@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     train.add_argument("--budget", type=float, default=60.0, help="search time budget in seconds (default 60)")
     train.add_argument("--trials", type=int, default=6, help="search candidates at most (default 6)")
-    train.add_argument("--max-iter", type=int, default=3000, help="boosting rounds at most (default 3000)")
+    train.add_argument("--max-iter", type=int, default=1500, help="boosting rounds at most (default 1500)")
     train.add_argument("--gate-metric", choices=("mae", "mape", "rmse"), default="mae")
     train.add_argument("--margin", type=float, default=float(os.environ.get("PROMOTION_MARGIN", "0") or 0),
                        help="relative improvement over the champion needed to promote (default 0)")

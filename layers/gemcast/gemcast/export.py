@@ -5,7 +5,9 @@ serving never sees scikit-learn again. scikit-learn is imported inside the funct
 importing this module stays cheap.
 
 What can be exported (every one predicting log(price) from the 9 features in
-``schema.FEATURES`` order, grades as ordinal codes):
+``schema.FEATURES`` order, grades as ordinal codes; a tree model may instead be fitted on
+``model.model_inputs(X, names)``, the raw features plus derived inputs such as ``"x/y"``,
+and exported with ``input_names=names``):
 
 - tree models: ``HistGradientBoostingRegressor`` (numeric features, identity link),
   ``RandomForestRegressor``, ``ExtraTreesRegressor``, ``GradientBoostingRegressor``,
@@ -37,6 +39,7 @@ from gemcast.model import (
     META_KEY,
     TARGET,
     ModelFormatError,
+    check_input_names,
     linear_design,
     metadata_array,
 )
@@ -198,13 +201,30 @@ def _components(estimator: Any, weights: Sequence[float] | None) -> list[tuple[A
     return out
 
 
-def _check_feature_names(feature_names: Sequence[str], estimators: Sequence[Any]) -> None:
+def _check_feature_names(
+    feature_names: Sequence[str], input_names: tuple[str, ...], estimators: Sequence[Any]
+) -> None:
     if tuple(feature_names) != FEATURES:
         raise ModelFormatError(f"feature_names must be {list(FEATURES)}, got {list(feature_names)}")
     for est in estimators:
         names = getattr(est, "feature_names_in_", None)
-        if names is not None and tuple(names) not in (FEATURES, DESIGN_COLUMNS):
+        if names is not None and tuple(names) not in (input_names, FEATURES, DESIGN_COLUMNS):
             raise ModelFormatError(f"{type(est).__name__} was fitted on columns {list(names)}")
+
+
+def _check_tree_inputs(est: Any, input_names: tuple[str, ...]) -> None:
+    """A tree model must have been fitted on exactly the columns input_names promises."""
+    n_in = getattr(est, "n_features_in_", None)
+    if n_in is not None and n_in != len(input_names):
+        raise ModelFormatError(
+            f"{type(est).__name__} was fitted on {n_in} columns but input_names lists {len(input_names)}: "
+            "fit it on model_inputs(X, input_names)"
+        )
+    names = getattr(est, "feature_names_in_", None)
+    if names is not None and tuple(names) != input_names:
+        raise ModelFormatError(
+            f"{type(est).__name__} was fitted on columns {list(names)}, not {list(input_names)}"
+        )
 
 
 def _base_meta(kind: str, components: list[dict[str, Any]], n_trees: int) -> dict[str, Any]:
@@ -223,7 +243,9 @@ def _base_meta(kind: str, components: list[dict[str, Any]], n_trees: int) -> dic
     }
 
 
-def _pack_trees(parts: list[tuple[Any, float, list[_Tree], np.ndarray, float]]) -> dict[str, np.ndarray]:
+def _pack_trees(
+    parts: list[tuple[Any, float, list[_Tree], np.ndarray, float]], input_names: tuple[str, ...]
+) -> dict[str, np.ndarray]:
     trees = [t for _, _, ts, _, _ in parts for t in ts]
     weights = np.concatenate([w * tw for _, w, _, tw, _ in parts])
     bias = float(sum(w * b for _, w, _, _, b in parts))
@@ -241,6 +263,7 @@ def _pack_trees(parts: list[tuple[Any, float, list[_Tree], np.ndarray, float]]) 
     components = [_describe(est, w, len(ts)) for est, w, ts, _, _ in parts]
     meta = _base_meta(KIND_TREES, components, T)
     meta["max_nodes"] = M
+    meta["input_names"] = list(input_names)
     return {
         META_KEY: metadata_array(meta),
         "tree_feature": feature,
@@ -317,6 +340,7 @@ def export_model(
     *,
     weights: Sequence[float] | None = None,
     background: np.ndarray | None = None,
+    input_names: Sequence[str] = FEATURES,
 ) -> dict[str, np.ndarray]:
     """Arrays for ``gemcast.model.save_model`` (or ``np.savez``) from a fitted estimator.
 
@@ -325,10 +349,13 @@ def export_model(
     predict log(price). ``feature_names`` must be ``schema.FEATURES``: a check that the columns
     the estimator was fitted on are the ones the model file promises. ``background``: the raw
     training features (n x 9), needed to explain a linear model without a StandardScaler.
-    Raises ``ModelFormatError`` for anything that cannot be packed exactly.
+    ``input_names``: the columns a tree model was fitted on, ``model.model_inputs(X,
+    input_names)`` (for example ``model.DEFAULT_INPUTS``); a linear model takes the raw
+    features only. Raises ``ModelFormatError`` for anything that cannot be packed exactly.
     """
+    inputs = check_input_names(input_names)
     parts = _components(estimator, weights)
-    _check_feature_names(feature_names, [est for est, _ in parts])
+    _check_feature_names(feature_names, inputs, [est for est, _ in parts])
     tree_parts = []
     linear = []
     for est, w in parts:
@@ -347,5 +374,11 @@ def export_model(
             raise ModelFormatError("a linear model is exported on its own")
         if not (hasattr(est, "coef_") or hasattr(est, "steps")):
             raise ModelFormatError(f"cannot export a {type(est).__name__}")
+        if inputs != FEATURES:
+            raise ModelFormatError(
+                "a linear model takes the 9 raw features: export it with input_names FEATURES"
+            )
         return _export_linear(est, background)
-    return _pack_trees(tree_parts)
+    for est, *_ in tree_parts:
+        _check_tree_inputs(est, inputs)
+    return _pack_trees(tree_parts, inputs)

@@ -14,14 +14,25 @@ own description in the array ``__meta__`` (UTF-8 JSON as ``uint8``): ``format``,
 estimator that went into it, its type, weight and parameters (``components``).
 
 Every model predicts ``log(price)`` from the 9 features in ``schema.FEATURES`` order, with
-cut, color and clarity as ordinal codes (worst = 0). Two kinds exist:
+cut, color and clarity as ordinal codes (worst = 0): callers always pass those raw n x 9 rows.
+
+A tree model's *inputs* may add derived columns computed from the raw features: the metadata
+key ``input_names`` lists them in column order (for example ``DEFAULT_INPUTS``, the 9 features
+then ``"x/y"``), and :func:`model_inputs` builds that matrix, the one function that training
+and prediction both call. A derived input is one of ``DERIVED_INPUTS``; a file naming one this
+code does not know is refused. A file without ``input_names`` (written before they existed)
+uses the 9 features. Explanations are Shapley values over the inputs, so a derived input gets
+its own reason.
+
+Two kinds exist:
 
 ``tree_ensemble``: a weighted sum of regression trees plus a constant. One format holds a
 HistGradientBoostingRegressor, a random forest, extra trees, a GradientBoostingRegressor, a
 single tree, or a weighted average of several of them (their trees concatenated, each tree's
 weight multiplied by its model's weight, the constants averaged into one bias)::
 
-    tree_feature   int32   (T, M)  feature index 0..8 of a split node; -1 at leaves and padding
+    tree_feature   int32   (T, M)  input index (into input_names) of a split node; -1 at leaves
+                                   and padding
     tree_threshold float64 (T, M)  x goes left when x <= threshold (HGB and sklearn trees alike)
     tree_left      int32   (T, M)  child node index within the tree; -1 at leaves
     tree_right     int32   (T, M)
@@ -32,7 +43,8 @@ weight multiplied by its model's weight, the constants averaged into one bias)::
                                    DecisionTree does (HGB compares float64 x)
     bias           float64 ()
 
-``linear``: ``log_price = ((linear_design(X) - center) / scale) @ coef + intercept``, arrays
+``linear`` (always on the 9 raw features; no ``input_names``):
+``log_price = ((linear_design(X) - center) / scale) @ coef + intercept``, arrays
 ``coef``, ``center``, ``scale``, ``background_mean`` (the mean of the design columns over the
 training data), all ``(D,)`` float64, and ``intercept`` ``()``; the design is
 :func:`linear_design` (``DESIGN_VERSION``, named column by column in the metadata), the one
@@ -43,15 +55,17 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import math
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from gemcast.errors import GemcastError, ValidationError
-from gemcast.schema import CATEGORIES, FEATURES
+from gemcast.schema import CATEGORIES, DERIVED_INPUT_NAMES, DESCRIPTIONS, FEATURES
 
 FORMAT = "gemcast-model"
 FORMAT_VERSION = 1
@@ -79,10 +93,16 @@ LINEAR_KEYS = ("coef", "intercept", "center", "scale", "background_mean")
 _CODE_COLUMNS = np.array([FEATURES.index(f) for f in CATEGORIES], dtype=np.intp)
 _CODE_MAX = np.array([len(CATEGORIES[f]) - 1 for f in CATEGORIES], dtype=np.float64)
 
+# Batches of at least this many stones go to onnxruntime when it is installed and checks out
+# (see _OnnxTrees); smaller ones take the numpy walk, whose fixed cost is lower.
+FAST_MIN_ROWS = 1
+
+_log = logging.getLogger(__name__)
+
 # Stones per block when predicting many: keeps the (stones x trees) work arrays in cache.
 _PREDICT_BLOCK_CELLS = 1 << 20
-# (stones x leaves x features x quadrature points) per block when explaining many.
-_EXPLAIN_BLOCK_CELLS = 1 << 21
+# (stones x leaves x path slots) per block when explaining many: about 64 MiB per work array.
+_EXPLAIN_BLOCK_CELLS = 1 << 23
 
 
 class ModelFormatError(GemcastError):
@@ -140,6 +160,114 @@ def linear_design(X: np.ndarray) -> np.ndarray:
         else:
             cols.append(X[:, i : i + 1])
     return np.concatenate(cols, axis=1)
+
+
+# --------------------------------------------------------------------------- model inputs
+
+
+@dataclass(frozen=True)
+class DerivedInput:
+    """A model input computed from the raw features (a column the trees may split on)."""
+
+    name: str
+    label: str
+    description: str
+    compute: Callable[[np.ndarray], np.ndarray]  # checked raw n x 9 rows -> n values
+
+
+_CARAT, _X, _Y, _Z = (FEATURES.index(f) for f in ("carat", "x", "y", "z"))
+
+
+def _length_over_width(X: np.ndarray) -> np.ndarray:
+    # y > 0 for every valid stone (schema and cleaning refuse dimensions <= 0); model_inputs
+    # refuses the infinity a zero would give.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return X[:, _X] / X[:, _Y]
+
+
+def _carat_per_volume(X: np.ndarray) -> np.ndarray:
+    # x, y, z > 0 for every valid stone; model_inputs refuses the infinity a zero would give.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return X[:, _CARAT] / (X[:, _X] * X[:, _Y] * X[:, _Z])
+
+
+# The registry of derived inputs. A name here is part of the file format: change what one
+# computes and every model file that lists it predicts something else, so add a new name
+# instead.
+#   "x/y"  length over width, x / y. Round brilliants sit at 1.0; ovals, pears, marquises,
+#          emeralds run well above 1. Shape moves price at equal weight and grade, and the
+#          trees find the ratio far more easily than the x-y interaction (6.0% -> 5.7% MAPE).
+#   "carat/xyz"  carats per mm^3 of the x*y*z box: how heavy the stone is for its
+#          measurements (a deep or thick-girdled stone carries weight that does not show
+#          face-up, and is priced below its weight; $258 -> $254 MAE).
+DERIVED_INPUTS: dict[str, DerivedInput] = {
+    "x/y": DerivedInput(
+        "x/y", "length / width", "length / width: how round the stone is", _length_over_width
+    ),
+    "carat/xyz": DerivedInput(
+        "carat/xyz", "weight for its size", "carats per cubic mm of x * y * z: weight hidden in the stone",
+        _carat_per_volume,
+    ),
+}
+
+DEFAULT_INPUTS: tuple[str, ...] = FEATURES + ("x/y", "carat/xyz")
+if tuple(DERIVED_INPUTS) != DERIVED_INPUT_NAMES:  # pragma: no cover - a coding slip, caught at import
+    raise ModelFormatError(f"schema.DERIVED_INPUT_NAMES {DERIVED_INPUT_NAMES} != {tuple(DERIVED_INPUTS)}")
+
+_RAW_LABELS: dict[str, str] = {
+    "carat": "weight",
+    "cut": "cut",
+    "color": "color",
+    "clarity": "clarity",
+    "depth": "depth %",
+    "table": "table %",
+    "x": "length",
+    "y": "width",
+    "z": "height",
+}
+
+
+def input_label(name: str) -> str:
+    """A short human name for a model input ("width", "length / width")."""
+    return DERIVED_INPUTS[name].label if name in DERIVED_INPUTS else _RAW_LABELS.get(name, name)
+
+
+def input_description(name: str) -> str:
+    """One line saying what a model input measures."""
+    return DERIVED_INPUTS[name].description if name in DERIVED_INPUTS else DESCRIPTIONS.get(name, name)
+
+
+def check_input_names(input_names: Any) -> tuple[str, ...]:
+    """input_names as a tuple, refusing unknown or repeated names (ModelFormatError)."""
+    if isinstance(input_names, str) or not all(isinstance(n, str) for n in input_names):
+        raise ModelFormatError(f"input_names must be a list of names, got {input_names!r}")
+    names = tuple(input_names)
+    unknown = [n for n in names if n not in FEATURES and n not in DERIVED_INPUTS]
+    if not names or unknown or len(set(names)) != len(names):
+        raise ModelFormatError(
+            f"input_names {list(names)} must be distinct names from "
+            f"{list(FEATURES)} or {list(DERIVED_INPUTS)}"
+        )
+    return names
+
+
+def model_inputs(X_raw: Any, input_names: Sequence[str] = DEFAULT_INPUTS) -> np.ndarray:
+    """The model's input matrix, n x len(input_names) float64, from raw n x 9 rows.
+
+    Raw features are copied by name; derived ones are computed (``DERIVED_INPUTS``). Fit a tree
+    model on ``model_inputs(X, names)`` and export it with ``input_names=names``.
+    """
+    X = _as_matrix(X_raw)
+    names = check_input_names(input_names)
+    if names == FEATURES:
+        return X
+    out = np.empty((X.shape[0], len(names)))
+    for j, name in enumerate(names):
+        out[:, j] = X[:, FEATURES.index(name)] if name in FEATURES else DERIVED_INPUTS[name].compute(X)
+    if not np.isfinite(out).all():
+        bad = [n for j, n in enumerate(names) if not np.isfinite(out[:, j]).all()]
+        raise ValidationError(f"{', '.join(bad)} cannot be computed for some stone (is a dimension 0?)")
+    return out
 
 
 # --------------------------------------------------------------------------- file format
@@ -265,8 +393,14 @@ class Model:
         self.arrays: dict[str, np.ndarray] = dict(arrays)
         self.metadata: dict[str, Any] = metadata
         self.feature_names: tuple[str, ...] = FEATURES
+        # The columns the model computes on and explains (see model_inputs).
+        self.input_names: tuple[str, ...] = FEATURES
 
-    # Subclasses fill these three.
+    def fast_predictor(self) -> Any:
+        """A compiled predictor for batches, or None (a linear model needs none)."""
+        return None
+
+    # Subclasses fill these.
     @property
     def n_trees(self) -> int:
         return 0
@@ -280,6 +414,13 @@ class Model:
         raise NotImplementedError
 
     def explain(self, X: Any) -> tuple[float, np.ndarray]:
+        """(base_log, phi): Shapley values in log price, n x len(input_names).
+
+        phi[i].sum() == predict_log(X)[i] - base_log up to floating point rounding.
+        """
+        return self._explain_inputs(model_inputs(X, self.input_names))
+
+    def _explain_inputs(self, Z: np.ndarray) -> tuple[float, np.ndarray]:
         raise NotImplementedError
 
     @property
@@ -295,7 +436,11 @@ class Model:
         return save_model(self.arrays)
 
     def reasons(self, x_row: Any) -> list[dict[str, Any]]:
-        """Why this stone costs what it costs, one entry per feature, largest effect first.
+        """Why this stone costs what it costs, one entry per model input, largest effect first.
+
+        Each entry: ``feature`` (the input's name, e.g. ``"carat"`` or ``"x/y"``), ``label`` and
+        ``description`` (for people), ``value`` (the stone's value; a grade's name for cut,
+        color and clarity), ``effect_pct`` and ``effect_usd``.
 
         ``effect_pct`` is the feature's multiplicative effect on the price, (exp(phi) - 1) * 100,
         where phi is its Shapley value in log price. ``effect_usd`` shares the dollar gap
@@ -311,22 +456,26 @@ class Model:
 
     def reasons_batch(self, X: Any) -> list[dict[str, Any]]:
         """``reasons`` for every row of X: ``[{"base_price", "reasons"}, ...]`` (one explain call)."""
-        X = _as_matrix(X)
-        base_log, phis = self.explain(X)
+        Z = model_inputs(X, self.input_names)
+        base_log, phis = self._explain_inputs(Z)
         base_price = math.exp(base_log)
+        names = self.input_names
+        labels = [(input_label(f), input_description(f)) for f in names]
         results: list[dict[str, Any]] = []
-        for row, phi in zip(X, phis, strict=True):
+        for row, phi in zip(Z, phis, strict=True):
             delta = float(phi.sum())
             # expm1(d)/d -> 1 as d -> 0; written this way it never divides 0 by 0.
             log_mean = base_price * (math.expm1(delta) / delta if delta != 0.0 else 1.0)
             out = [
                 {
                     "feature": f,
+                    "label": labels[i][0],
+                    "description": labels[i][1],
                     "value": _display_value(f, row[i]),
                     "effect_pct": math.expm1(float(phi[i])) * 100.0,
                     "effect_usd": float(phi[i]) * log_mean,
                 }
-                for i, f in enumerate(FEATURES)
+                for i, f in enumerate(names)
             ]
             out.sort(key=lambda r: abs(r["effect_usd"]), reverse=True)
             results.append({"base_price": base_price, "reasons": out})
@@ -337,6 +486,7 @@ class Model:
         return {
             "kind": self.kind,
             "feature_names": list(self.feature_names),
+            "input_names": list(self.input_names),
             "n_trees": self.n_trees,
             "base_price": self.base_price,
             "components": self.metadata.get("components", []),
@@ -378,6 +528,8 @@ class TreeEnsembleModel(Model):
     def __init__(self, arrays: Mapping[str, np.ndarray], metadata: dict[str, Any]) -> None:
         super().__init__(arrays, metadata)
         _require(arrays, TREE_KEYS)
+        self.input_names = check_input_names(metadata.get("input_names", FEATURES))
+        F = self._F = len(self.input_names)
         feature = np.asarray(arrays["tree_feature"])
         T, M = feature.shape if feature.ndim == 2 else (0, 0)
         if T == 0 or M == 0:
@@ -400,8 +552,8 @@ class TreeEnsembleModel(Model):
         as32 = np.asarray(arrays["tree_float32"]).astype(bool)
         split = feature >= 0
         node = np.arange(M)[None, :]
-        if np.any(feature >= N_FEATURES) or np.any(feature < -1):
-            raise ModelFormatError("tree_feature holds an unknown feature index")
+        if np.any(feature >= F) or np.any(feature < -1):
+            raise ModelFormatError(f"tree_feature holds an input index outside 0..{F - 1} (input_names)")
         # Children after their parent: no cycles, and a walk of M steps always ends.
         if np.any(split & ((left <= node) | (right <= node) | (left >= M) | (right >= M))):
             raise ModelFormatError("tree_left/tree_right must point forward within the tree")
@@ -424,7 +576,7 @@ class TreeEnsembleModel(Model):
         # themselves with threshold +inf, so the comparison keeps them where they are.
         flat = (np.arange(T)[:, None] * M + np.arange(M)[None, :]).ravel()
         fsplit = split.ravel()
-        gfeat = np.where(split, feature + N_FEATURES * as32[:, None], 0).ravel()
+        gfeat = np.where(split, feature + F * as32[:, None], 0).ravel()
         gthr = np.where(split, threshold, np.inf).ravel()
         lchild = np.where(fsplit, (np.arange(T)[:, None] * M + left).ravel(), flat)
         rchild = np.where(fsplit, (np.arange(T)[:, None] * M + right).ravel(), flat)
@@ -440,7 +592,8 @@ class TreeEnsembleModel(Model):
         self._leaf2 = np.repeat(~fsplit, 2)
         self._depth = self._max_depth()
         self._leaves: dict[str, Any] | None = None
-        self._base_log: float | None = None
+        self._fast: _OnnxTrees | None = None
+        self._fast_tried = False
 
     def _max_depth(self) -> int:
         """Longest root-to-leaf path, found by walking all trees level by level."""
@@ -465,17 +618,31 @@ class TreeEnsembleModel(Model):
     def max_depth(self) -> int:
         return self._depth
 
-    def _augmented(self, X: np.ndarray) -> np.ndarray:
-        # Columns 9..17 hold float32(x): sklearn's DecisionTree casts X to float32 before it
-        # compares, and a threshold can fall between x and float32(x).
-        if not self._any32:
-            return X
-        return np.concatenate([X, X.astype(np.float32).astype(np.float64)], axis=1)
+    def _augmented(self, Z: np.ndarray, always: bool = False) -> np.ndarray:
+        # Columns F..2F-1 hold float32(z): sklearn's DecisionTree casts X to float32 before it
+        # compares, and a threshold can fall between z and float32(z).
+        if not (self._any32 or always):
+            return Z
+        return np.concatenate([Z, Z.astype(np.float32).astype(np.float64)], axis=1)
 
     def predict_log(self, X: Any) -> np.ndarray:
-        """log(price) for an n x 9 array (or one row of 9)."""
-        X = _as_matrix(X)
-        Xa = self._augmented(X)
+        """log(price) for an n x 9 array of raw features (or one row of 9)."""
+        Za = self._augmented(model_inputs(X, self.input_names))
+        if Za.shape[0] >= FAST_MIN_ROWS:
+            fast = self.fast_predictor()
+            if fast is not None:
+                return fast.predict(Za)
+        return self._walk(Za)
+
+    def fast_predictor(self) -> _OnnxTrees | None:
+        """The onnxruntime predictor for batches, built and checked at first use; None without it."""
+        if not self._fast_tried:
+            self._fast = _OnnxTrees.build(self)
+            self._fast_tried = True
+        return self._fast
+
+    def _walk(self, Xa: np.ndarray) -> np.ndarray:
+        """The numpy walk: log(price) for rows of (augmented) inputs."""
         n, width = Xa.shape
         out = np.empty(n, dtype=np.float64)
         block = max(1, _PREDICT_BLOCK_CELLS // self._T)
@@ -508,11 +675,9 @@ class TreeEnsembleModel(Model):
 
     # ---- explanation
 
-    def _leaf_table(self) -> dict[str, Any]:
-        """Per leaf: weighted value, per-feature path interval (lo, hi] and cover product b."""
-        if self._leaves is not None:
-            return self._leaves
-        T, M, F = self._T, self._M, N_FEATURES
+    def _leaf_paths(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Every leaf: (node index, per-input path interval lo, hi, cover product b)."""
+        T, M, F = self._T, self._M, self._F
         feat, left, right = self._feature.ravel(), self._left.ravel(), self._right.ravel()
         thr, cover = self._threshold.ravel(), self._cover.ravel()
         node = np.arange(T) * M
@@ -550,46 +715,71 @@ class TreeEnsembleModel(Model):
             lo = np.concatenate([lo_l, lo_r])
             hi = np.concatenate([hi_l, hi_r])
             b = np.concatenate([b_l, b_r])
-        leaf_node = np.concatenate(out_node)
-        leaf_lo = np.concatenate(out_lo)
-        leaf_hi = np.concatenate(out_hi)
-        leaf_b = np.concatenate(out_b)
-        tree = leaf_node // M
+        return tuple(np.concatenate(part) for part in (out_node, out_lo, out_hi, out_b))  # type: ignore[return-value]
+
+    def _leaf_table(self) -> dict[str, Any]:
+        """The explanation's tables, built once: leaves grouped by quadrature size, dense."""
+        if self._leaves is not None:
+            return self._leaves
+        F = self._F
+        leaf_node, leaf_lo, leaf_hi, leaf_b = self._leaf_paths()
+        tree = leaf_node // self._M
         value = self._value.ravel()[leaf_node] * self._weight[tree]
         on_path = np.isfinite(leaf_lo) | np.isfinite(leaf_hi)
         k = on_path.sum(axis=1)
-        # Only (leaf, feature) pairs on the leaf's path matter (elsewhere a = b = 1: a null
-        # player). Leaves are grouped by how many quadrature points their integrand needs:
-        # its degree is at most k - 1, and q points are exact up to degree 2q - 1.
+        # Only (leaf, input) pairs on the leaf's path matter (elsewhere a = b = 1: a null
+        # player). Leaves are grouped by how many quadrature points their integrand needs: its
+        # degree is at most k - 1, and q points are exact up to degree 2q - 1. Within a group
+        # every leaf has k = 2q - 1 or 2q path inputs, stored densely in K = 2q slots (a spare
+        # slot is a null player that matches every stone and adds nothing).
         q_of_leaf = (k + 1) // 2
         groups = []
         for q in range(1, int(q_of_leaf.max(initial=0)) + 1):
             leaves = np.flatnonzero(q_of_leaf == q)
             if leaves.size == 0:
                 continue
+            K, L = 2 * q, leaves.size
             rows, feats = np.nonzero(on_path[leaves])  # row-major: entries sorted by leaf
-            starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
+            starts = np.r_[0, np.cumsum(k[leaves])[:-1]]
+            slot = np.arange(rows.size) - starts[rows]
             gl = leaves[rows]
-            b = leaf_b[gl, feats]
             gx, gw = np.polynomial.legendre.leggauss(q)
             t = (gx + 1.0) / 2.0
             w = gw / 2.0
-            g1 = b[:, None] + (1.0 - b)[:, None] * t  # > 0 for t in (0, 1)
+            b = leaf_b[gl, feats]
+            # g_j(t) = b_j + (a_j - b_j) t is g1 = b + (1 - b) t where the stone follows the
+            # leaf's path on input j (a_j = 1) and g0 = b (1 - t) where it does not. Products
+            # of g are sums of logs: log P = sum_j log g0_j + sum_{j: a_j = 1} (log g1_j - log g0_j),
+            # so one stone costs one multiply-add per (entry, point). b = 0 (a child no sample
+            # reached) is kept positive in the logs only, where it changes nothing above 1e-300.
+            g1 = b[:, None] + (1.0 - b)[:, None] * t
+            log_g0 = np.log(np.maximum(b, 1e-300))[:, None] + np.log1p(-t)[None, :]
+            column = np.zeros((L, K), dtype=np.intp)
+            lo = np.full((L, K), -np.inf)
+            hi = np.full((L, K), np.inf)
+            fidx = np.full((L, K), F, dtype=np.intp)  # F: a spare slot's phi goes nowhere
+            D = np.zeros((L, K, q))
+            h1 = np.zeros((L, K, q))
+            C = np.zeros((L, q))
+            column[rows, slot] = feats + F * self._as32[tree[gl]]  # float32 column for sklearn trees
+            lo[rows, slot] = leaf_lo[gl, feats]
+            hi[rows, slot] = leaf_hi[gl, feats]
+            fidx[rows, slot] = feats
+            D[rows, slot] = np.log(g1) - log_g0
+            # a_i = 1: phi_i = (1 - b_i) int prod_{j != i} g_j = int P * h1_i.
+            h1[rows, slot] = (1.0 - b)[:, None] / g1
+            np.add.at(C, rows, log_g0)
             groups.append(
                 {
-                    "leaf": rows,  # entry -> leaf within the group
-                    "starts": starts,
-                    # Column of the stone's augmented row: float32 x for sklearn trees.
-                    "column": feats + N_FEATURES * self._as32[tree[gl]],
-                    "feature": feats,
-                    "lo": leaf_lo[gl, feats],
-                    "hi": leaf_hi[gl, feats],
-                    "b": b,
-                    "t": t,
+                    "column": column,
+                    "lo": lo,
+                    "hi": hi,
+                    "fidx": fidx.ravel(),
+                    "C": C,
+                    "DT": np.ascontiguousarray(D.transpose(0, 2, 1)),  # (L, q, K)
+                    "h1": h1,  # (L, K, q)
                     "vw": value[leaves, None] * w[None, :],
-                    "g1": g1,
-                    "g0": b[:, None] * (1.0 - t),
-                    "h1": (1.0 - b)[:, None] / g1,
+                    # a_i = 0: phi_i = -b_i int prod_{j != i} g_j = -int P / (1 - t).
                     "inv1mt": 1.0 / (1.0 - t),
                 }
             )
@@ -605,39 +795,182 @@ class TreeEnsembleModel(Model):
         """Cover-weighted mean log price: v(empty set) of the path-dependent game."""
         return float(self._leaf_table()["base"])
 
-    def explain(self, X: Any) -> tuple[float, np.ndarray]:
-        """(base_log, phi): exact path-dependent Shapley values, phi of shape n x 9.
-
-        phi[i].sum() == predict_log(X)[i] - base_log up to floating point rounding.
-        """
-        X = _as_matrix(X)
+    def _explain_inputs(self, Z: np.ndarray) -> tuple[float, np.ndarray]:
+        """(base_log, phi): exact path-dependent Shapley values over the inputs, n x F."""
         lt = self._leaf_table()
-        n = X.shape[0]
-        Xa = np.concatenate([X, X.astype(np.float32).astype(np.float64)], axis=1)
-        phi = np.zeros((n, N_FEATURES))
-        cells = max(1, sum(g["lo"].size * g["t"].size for g in lt["groups"]))
+        F = self._F
+        n = Z.shape[0]
+        # Stones last: every work array below is (leaves, slots or points, stones), contiguous.
+        ZaT = np.ascontiguousarray(self._augmented(Z, always=True).T)
+        phi = np.zeros((n, F))
+        # Per stone the largest work arrays hold one value per (leaf, slot).
+        cells = max(1, sum(g["lo"].size for g in lt["groups"]))
         block = max(1, _EXPLAIN_BLOCK_CELLS // cells)
         for start in range(0, n, block):
-            xa = Xa[start : start + block]
-            s = xa.shape[0]
-            flat = np.zeros(s * N_FEATURES)
+            za = ZaT[:, start : start + block]
+            s = za.shape[1]
+            acc = np.zeros((F + 1) * s)
             for g in lt["groups"]:
-                xv = xa[:, g["column"]]
-                on = (xv > g["lo"]) & (xv <= g["hi"])
-                # g_j(t) = b_j + (a_j - b_j) t, i.e. g1 where x follows the path, else g0;
-                # P = its product over the leaf's path features.
-                P = np.multiply.reduceat(np.where(on[..., None], g["g1"], g["g0"]), g["starts"], axis=1)
-                Mq = P * g["vw"]
-                # a_i = 1: (1 - b_i) prod_{j!=i} g_j = P * h1_i.
-                # a_i = 0: -b_i prod_{j!=i} g_j = -P / (1 - t)  (because g_i = b_i (1 - t)).
-                with_i = np.einsum("seq,eq->se", np.take(Mq, g["leaf"], axis=1), g["h1"])
-                without_i = np.take(Mq @ g["inv1mt"], g["leaf"], axis=1)
-                a = on.astype(np.float64)
-                contrib = a * with_i - (1.0 - a) * without_i
-                index = (np.arange(s)[:, None] * N_FEATURES + g["feature"]).ravel()
-                flat += np.bincount(index, weights=contrib.ravel(), minlength=s * N_FEATURES)
-            phi[start : start + s] = flat.reshape(s, N_FEATURES)
+                L, q, K = g["DT"].shape
+                xv = za[g["column"]]  # (L, K, s)
+                on = (xv > g["lo"][..., None]) & (xv <= g["hi"][..., None])
+                onf = on.astype(np.float64)
+                # log P[l, q, s] = C[l, q] + sum_k D[l, k, q] on[l, k, s]: per leaf a small matmul
+                # (einsum's loop beats matmul's per-leaf dispatch for one stone, not for many).
+                if s == 1:
+                    logP = np.einsum("lqk,lk->lq", g["DT"], onf[:, :, 0])[:, :, None]
+                else:
+                    logP = np.matmul(g["DT"], onf)
+                logP += g["C"][:, :, None]
+                Mq = np.exp(logP, out=logP)
+                Mq *= g["vw"][:, :, None]
+                if s == 1:
+                    with_i = np.einsum("lkq,lq->lk", g["h1"], Mq[:, :, 0])[:, :, None]
+                else:
+                    with_i = np.matmul(g["h1"], Mq)  # (L, K, s)
+                without_i = np.einsum("q,lqs->ls", g["inv1mt"], Mq)
+                contrib = np.where(on, with_i, -without_i[:, None, :])
+                index = g["fidx"].reshape(L, K, 1) * s + np.arange(s)
+                acc += np.bincount(index.ravel(), weights=contrib.ravel(), minlength=(F + 1) * s)
+            phi[start : start + s] = acc.reshape(F + 1, s)[:F].T
         return self.base_log, phi
+
+
+class _OnnxTrees:
+    """The same trees as one onnxruntime TreeEnsemble (ai.onnx.ml opset 5), for batches.
+
+    Built in memory from the packed arrays, never read from a file. Thresholds, leaf weights,
+    inputs and output are all float64 (opset 5 keeps the input's type end to end; the older
+    TreeEnsembleRegressor always answers in float32, which is not exact), so it computes the
+    numpy walk's sums, up to summation order. That is checked, not assumed: at build time
+    both predict probe rows (values exactly on, just above and just below the thresholds), and
+    any row apart by more than 1e-9 relative discards it. One intra-op thread: serving runs
+    one worker per core, and threads of two workers starve each other on 2 cores.
+    """
+
+    TOLERANCE = 1e-9
+
+    def __init__(self, session: Any) -> None:
+        self._session = session
+        self._input = session.get_inputs()[0].name
+
+    def predict(self, Xa: np.ndarray) -> np.ndarray:
+        out = self._session.run(None, {self._input: np.ascontiguousarray(Xa, dtype=np.float64)})[0]
+        return np.asarray(out, dtype=np.float64).reshape(-1)
+
+    @classmethod
+    def build(cls, model: TreeEnsembleModel) -> _OnnxTrees | None:
+        try:
+            import onnxruntime
+            from onnx import TensorProto, helper, numpy_helper
+        except ImportError:
+            _log.info("onnxruntime or onnx is not installed: batches use the numpy walk")
+            return None
+        try:
+            onnx_model = cls._graph(model, helper, numpy_helper, TensorProto)
+            options = onnxruntime.SessionOptions()
+            options.intra_op_num_threads = 1
+            options.inter_op_num_threads = 1
+            session = onnxruntime.InferenceSession(
+                onnx_model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+            )
+            fast = cls(session)
+            probe = cls._probe(model)
+            expected = model._walk(probe)
+            got = fast.predict(probe)
+        except Exception as exc:  # noqa: BLE001 - any failure of the optional fast path means: do without it
+            _log.warning("onnxruntime trees unavailable, batches use the numpy walk: %s", exc)
+            return None
+        gap = float(np.max(np.abs(got - expected) / np.maximum(np.abs(expected), 1.0)))
+        if not gap <= cls.TOLERANCE:
+            _log.warning("onnxruntime trees differ from the numpy walk by %.3g (relative): not used", gap)
+            return None
+        return fast
+
+    @staticmethod
+    def _graph(model: TreeEnsembleModel, helper: Any, numpy_helper: Any, TensorProto: Any) -> Any:
+        T, M, F = model._T, model._M, model._F
+        feature, left, right = model._feature, model._left, model._right
+        split = feature >= 0
+        # Opset 5 numbers interior nodes and leaves separately; a tree that is one leaf gets a
+        # stand-in split whose two branches both end in that leaf.
+        lone = ~split[:, 0]
+        interior = split.copy()
+        interior[lone, 0] = True
+        node_id = np.full((T, M), -1, dtype=np.int64)
+        node_id[interior] = np.arange(int(interior.sum()))
+        tt, ii = np.nonzero(split)
+        reached = np.zeros((T, M), dtype=bool)
+        reached[tt, left[tt, ii]] = True
+        reached[tt, right[tt, ii]] = True
+        reached &= ~split
+        reached[lone, 0] = True
+        leaf_id = np.full((T, M), -1, dtype=np.int64)
+        leaf_id[reached] = np.arange(int(reached.sum()))
+        lt, li = np.nonzero(reached)
+        weights = model._value[lt, li] * model._weight[lt]
+        # Per interior node, in node_id order (row-major, as np.nonzero gives).
+        nt, ni = np.nonzero(interior)
+        is_lone = ~split[nt, ni]
+        lc = np.where(is_lone, ni, left[nt, ni])
+        rc = np.where(is_lone, ni, right[nt, ni])
+        l_leaf = is_lone | ~split[nt, lc]
+        r_leaf = is_lone | ~split[nt, rc]
+        true_ids = np.where(l_leaf, leaf_id[nt, lc], node_id[nt, lc])
+        false_ids = np.where(r_leaf, leaf_id[nt, rc], node_id[nt, rc])
+        featureids = np.where(is_lone, 0, feature[nt, ni] + F * model._as32[nt])
+        splits = np.where(is_lone, 0.0, model._threshold[nt, ni])
+        width = 2 * F if model._any32 else F
+        trees = helper.make_node(
+            "TreeEnsemble",
+            ["X"],
+            ["S"],
+            domain="ai.onnx.ml",
+            n_targets=1,
+            aggregate_function=1,  # SUM
+            post_transform=0,  # NONE
+            tree_roots=node_id[:, 0].tolist(),
+            nodes_featureids=featureids.tolist(),
+            nodes_modes=numpy_helper.from_array(np.zeros(nt.size, dtype=np.uint8)),  # BRANCH_LEQ: x <= t
+            nodes_splits=numpy_helper.from_array(splits.astype(np.float64)),
+            nodes_truenodeids=true_ids.tolist(),
+            nodes_trueleafs=l_leaf.astype(np.int64).tolist(),
+            nodes_falsenodeids=false_ids.tolist(),
+            nodes_falseleafs=r_leaf.astype(np.int64).tolist(),
+            leaf_targetids=[0] * int(weights.size),
+            leaf_weights=numpy_helper.from_array(weights.astype(np.float64)),
+        )
+        add = helper.make_node("Add", ["S", "bias"], ["Y"])
+        bias = numpy_helper.from_array(np.array([[model._bias]], dtype=np.float64), name="bias")
+        graph = helper.make_graph(
+            [trees, add],
+            "gemcast_trees",
+            [helper.make_tensor_value_info("X", TensorProto.DOUBLE, [None, width])],
+            [helper.make_tensor_value_info("Y", TensorProto.DOUBLE, [None, 1])],
+            initializer=[bias],
+        )
+        return helper.make_model(
+            graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("ai.onnx.ml", 5)]
+        )
+
+    @staticmethod
+    def _probe(model: TreeEnsembleModel, n: int = 256) -> np.ndarray:
+        """Rows of (augmented) inputs whose every value sits on a threshold or one ulp either side."""
+        width = 2 * model._F if model._any32 else model._F
+        split = model._feature >= 0
+        column = (model._feature + model._F * model._as32[:, None])[split]
+        thresholds = model._threshold[split]
+        rng = np.random.default_rng(0)
+        probe = np.zeros((n, width))
+        for c in range(width):
+            pool = thresholds[column == c]
+            if pool.size == 0:
+                continue
+            values = rng.choice(pool, n)
+            step = rng.integers(-1, 2, n)  # -1: just below, 0: exactly on, 1: just above
+            toward = np.where(step > 0, np.inf, -np.inf)
+            probe[:, c] = np.where(step == 0, values, np.nextafter(values, toward))
+        return probe
 
 
 class LinearModel(Model):
@@ -657,6 +990,8 @@ class LinearModel(Model):
     def __init__(self, arrays: Mapping[str, np.ndarray], metadata: dict[str, Any]) -> None:
         super().__init__(arrays, metadata)
         _require(arrays, LINEAR_KEYS)
+        if tuple(metadata.get("input_names", FEATURES)) != FEATURES:
+            raise ModelFormatError("a linear model's inputs are the 9 raw features")
         if metadata.get("design") != DESIGN_VERSION:
             raise ModelFormatError(f"linear design {metadata.get('design')!r} is not {DESIGN_VERSION!r}")
         D = len(DESIGN_COLUMNS)
@@ -689,7 +1024,7 @@ class LinearModel(Model):
         design /= self._scale
         return design @ self._coef + self._intercept
 
-    def explain(self, X: Any) -> tuple[float, np.ndarray]:
+    def _explain_inputs(self, Z: np.ndarray) -> tuple[float, np.ndarray]:
         """(base_log, phi): exact interventional Shapley values per raw feature, n x 9."""
-        design = linear_design(X)
+        design = linear_design(Z)
         return self._base, ((design - self._bg) * self._slope) @ self._group

@@ -19,7 +19,7 @@ from typing import Any
 from gemcast import __version__
 from gemcast.inventory import DEFAULT_N, MAX_N
 from gemcast.predict import MAX_BATCH
-from gemcast.schema import CATEGORIES, DESCRIPTIONS, EXCLUSIVE_LOW, FEATURES, RANGES, UNITS
+from gemcast.schema import CATEGORIES, DERIVED_INPUT_NAMES, DESCRIPTIONS, EXCLUSIVE_LOW, FEATURES, RANGES, UNITS
 
 OPENAPI_VERSION = "3.1.0"
 SECURITY_SCHEME = "CognitoIdToken"
@@ -101,7 +101,10 @@ def components() -> dict[str, Any]:
             "type": "object",
             "description": "How much one feature moved the price from the base price.",
             "properties": {
-                "feature": {"type": "string", "enum": list(FEATURES)},
+                "feature": {"type": "string", "enum": [*FEATURES, *DERIVED_INPUT_NAMES],
+                            "description": "a feature, or an input the model derives from them (x/y, carat/xyz)"},
+                "label": {"type": "string", "description": "the input's name for people"},
+                "description": {"type": "string", "description": "what the input measures"},
                 "value": {"description": "the stone's value of the feature"},
                 "effect_pct": {"type": "number", "description": "effect on the price, in percent"},
                 "effect_usd": {"type": "number", "description": "effect on the price, in US dollars"},

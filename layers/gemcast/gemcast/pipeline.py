@@ -25,6 +25,7 @@ from gemcast.cleaning import Cleaner, CleanResult
 from gemcast.errors import DatasetError, IntegrityError, NotFoundError
 from gemcast.registry import GateDecision, ModelPackage, Registry, gate, new_version
 from gemcast.schema import HOLDOUT_PERCENT
+from gemcast.training import GBM_INPUTS
 from gemcast.storage import open_storage, read_uri
 
 logger = logging.getLogger("gemcast.train")
@@ -101,7 +102,7 @@ def run_training(
     seed: int = 0,
     budget_s: float = 60.0,
     max_trials: int = 6,
-    max_iter: int = 3000,
+    max_iter: int = 1500,
     gate_metric: str = "mae",
     margin: float = 0.0,
     promote: bool = True,
@@ -171,7 +172,7 @@ def run_training(
         progress.note(("PASS: " if decision.promote else "FAIL: ") + decision.reason)
     with progress.stage("package"):
         now = datetime.now(UTC)
-        version = new_version(summary["snapshot_id"] + json.dumps(trained.params, sort_keys=True), now)
+        version = new_version(now)
         carats = X[:, 0]
         manifest: dict[str, Any] = {
             "version": version,
@@ -227,8 +228,9 @@ def run_training(
 
 
 def _design(kind: str, X: np.ndarray) -> np.ndarray:
-    if kind == "linear":
-        from gemcast.model import linear_design
+    """What the scikit-learn estimator was fitted on, from the raw features."""
+    from gemcast.model import linear_design, model_inputs
 
+    if kind == "linear":
         return linear_design(X)
-    return X
+    return model_inputs(X, GBM_INPUTS)

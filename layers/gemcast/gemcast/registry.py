@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -44,10 +45,11 @@ def utc_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def new_version(seed_text: str, now: datetime | None = None) -> str:
-    """Sortable, unique version id: UTC time plus a short content hash."""
+def new_version(now: datetime | None = None) -> str:
+    """Sortable, unique version id: UTC time plus 6 random hex digits (two runs in the same
+    second, even of the same data and parameters, get different versions)."""
     moment = now or datetime.now(UTC)
-    return moment.strftime("%Y%m%dT%H%M%SZ") + "-" + sha256_hex(seed_text.encode())[:6]
+    return moment.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
 
 
 @dataclass

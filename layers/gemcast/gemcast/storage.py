@@ -97,14 +97,20 @@ class S3Storage:
     """An S3 bucket and prefix, through boto3 (``AWS_ENDPOINT_URL`` reaches a stand-in)."""
 
     def __init__(self, bucket: str, prefix: str = "", client: Any = None) -> None:
-        if client is None:
-            import boto3
-
-            client = boto3.client("s3")
-        self.client = client
+        self._client = client
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.uri = f"s3://{bucket}/{self.prefix}".rstrip("/")
+
+    @property
+    def client(self) -> Any:
+        # Created at first use: a Lambda function that reads the registry only on some routes
+        # does not pay for an S3 client in its cold start.
+        if self._client is None:
+            import boto3
+
+            self._client = boto3.client("s3")
+        return self._client
 
     def _key(self, key: str) -> str:
         return _join(self.prefix, _check_key(key))

@@ -4,7 +4,11 @@ Price is learned on a log scale (errors of a few percent matter alike for a $400
 $15,000 stone). Two kinds of model:
 
 - ``linear``: a ridge regression on log price, the baseline;
-- ``gbm``: gradient-boosted trees (scikit-learn's HistGradientBoostingRegressor), tuned by a
+- ``gbm``: gradient-boosted trees (scikit-learn's HistGradientBoostingRegressor) with the
+  absolute error of log(price) as loss (its optimum is the median price, what MAE in dollars
+  asks for), on the nine features plus two derived inputs (x / y, how round the stone is, and
+  carats per mm^3 of x*y*z, weight hidden in the stone: inputs the trees cannot build from the
+  raw columns themselves; about 0.3 points of MAPE and $8 of MAE together), tuned by a
   seeded, time-budgeted random search scored on a validation split of the training rows.
 
 Everything is seeded. The search evaluates a fixed, seeded list of candidates in order and
@@ -22,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from gemcast.model import DEFAULT_INPUTS, model_inputs
 from gemcast.schema import FEATURES, HOLDOUT_PERCENT, is_holdout, stone_id
 
 logger = logging.getLogger(__name__)
@@ -29,6 +34,7 @@ logger = logging.getLogger(__name__)
 VALIDATION_PERCENT = 15  # of the training rows, for the search only
 
 MODEL_KINDS = ("gbm", "linear")
+GBM_INPUTS = DEFAULT_INPUTS
 
 
 @dataclass(frozen=True)
@@ -37,7 +43,7 @@ class TrainConfig:
     seed: int = 0
     budget_s: float = 60.0
     max_trials: int = 6
-    max_iter: int = 3000
+    max_iter: int = 1500
 
 
 @dataclass
@@ -48,6 +54,7 @@ class TrainedModel:
     search: list[dict[str, Any]] = field(default_factory=list)
     fit_seconds: float = 0.0
     background: np.ndarray | None = None  # the raw training X, for a linear model's explanation
+    input_names: tuple[str, ...] = FEATURES  # what the estimator was fitted on (model.model_inputs)
 
 
 def split_indices(stones: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
@@ -83,27 +90,34 @@ def metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
 def _search_space(rng: np.random.Generator, n: int) -> list[dict[str, Any]]:
     """A seeded list of candidates; the first is a strong default so one trial is already good."""
     candidates: list[dict[str, Any]] = [
-        {"learning_rate": 0.05, "max_leaf_nodes": 31, "min_samples_leaf": 20, "l2_regularization": 1.0,
-         "max_features": 1.0},
+        {"learning_rate": 0.1, "max_leaf_nodes": 31, "max_depth": 12, "min_samples_leaf": 40,
+         "l2_regularization": 1.0, "max_features": 0.5},
     ]
-    while len(candidates) < n:
-        candidates.append(
-            {
-                "learning_rate": float(rng.choice([0.03, 0.05, 0.08])),
-                "max_leaf_nodes": int(rng.choice([15, 31, 63])),
-                "min_samples_leaf": int(rng.choice([10, 20, 40, 80])),
-                "l2_regularization": float(rng.choice([0.0, 0.5, 1.0, 3.0])),
-                "max_features": float(rng.choice([0.6, 0.8, 1.0])),
-            }
-        )
+    seen = {json_key(candidates[0])}
+    while len(candidates) < n and len(seen) < 200:
+        candidate = {
+            "learning_rate": float(rng.choice([0.08, 0.1, 0.15])),
+            "max_leaf_nodes": int(rng.choice([23, 31, 47])),
+            "max_depth": int(rng.choice([8, 10, 12])),
+            "min_samples_leaf": int(rng.choice([10, 20, 40])),
+            "l2_regularization": float(rng.choice([0.0, 1.0])),
+            "max_features": float(rng.choice([0.3, 0.5])),
+        }
+        if json_key(candidate) not in seen:
+            seen.add(json_key(candidate))
+            candidates.append(candidate)
     return candidates
+
+
+def json_key(params: dict[str, Any]) -> str:
+    return ",".join(f"{k}={params[k]}" for k in sorted(params))
 
 
 def _gbm(params: dict[str, Any], max_iter: int, seed: int, *, early_stopping: bool = False) -> Any:
     from sklearn.ensemble import HistGradientBoostingRegressor
 
     return HistGradientBoostingRegressor(
-        loss="squared_error",
+        loss="absolute_error",
         max_iter=max_iter,
         early_stopping=early_stopping,
         validation_fraction=0.1 if early_stopping else None,
@@ -122,6 +136,7 @@ def fit_gbm(
 ) -> TrainedModel:
     """Seeded, time-budgeted random search, then one fit on every training row."""
     started = time.perf_counter()
+    X = model_inputs(X, GBM_INPUTS)
     val = _validation_mask(stones)
     rng = np.random.default_rng(config.seed)
     candidates = _search_space(rng, config.max_trials)
@@ -156,8 +171,9 @@ def fit_gbm(
     t0 = time.perf_counter()
     final = _gbm(best["params"], n_iter, config.seed).fit(X, log_y)
     fit_s = time.perf_counter() - t0
-    params = {**best["params"], "max_iter": n_iter, "loss": "squared_error", "target": "log(price)"}
-    return TrainedModel("gbm", [(final, 1.0)], params, search, fit_s)
+    params = {**best["params"], "max_iter": n_iter, "loss": "absolute_error", "target": "log(price)",
+              "inputs": list(GBM_INPUTS)}
+    return TrainedModel("gbm", [(final, 1.0)], params, search, fit_s, input_names=GBM_INPUTS)
 
 
 def fit_linear(X: np.ndarray, log_y: np.ndarray, config: TrainConfig) -> TrainedModel:
@@ -194,9 +210,10 @@ def export(trained: TrainedModel) -> bytes:
     from gemcast.model import save_model
 
     if len(trained.estimators) == 1 and trained.estimators[0][1] == 1.0:
-        arrays = export_model(trained.estimators[0][0], FEATURES, background=trained.background)
+        arrays = export_model(trained.estimators[0][0], FEATURES, background=trained.background,
+                              input_names=trained.input_names)
     else:
-        arrays = export_model([e for e, _ in trained.estimators], FEATURES,
+        arrays = export_model([e for e, _ in trained.estimators], FEATURES, input_names=trained.input_names,
                               weights=[w for _, w in trained.estimators], background=trained.background)
     return save_model(arrays)
 

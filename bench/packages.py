@@ -1,0 +1,145 @@
+"""Lambda packages: the size of each function's code, of the gemcast layer, and cold import time.
+
+Each function is zipped as ``sam build`` would ship it (its folder), the gemcast layer as its
+package; Powertools comes from AWS's own layer and is measured from the installed package for
+comparison. Cold import: a fresh Python 3.12 process (the Lambda runtime's version) in a venv
+holding only what Lambda has (boto3, and Powertools with its tracer as AWS's layer brings it),
+imports the function's ``app`` module from copies of its folder and of the gemcast layer with no
+bytecode, as ``sam build`` ships them (clients created, no call made); median of 5 runs.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from bench.common import print_table, write_result
+from gemcast_local.invoke import function_environment
+from gemcast_local.template import load_template, resources_of_type
+
+REPO = Path(__file__).resolve().parents[1]
+LAMBDA_VENV = REPO / ".venv-lambda"
+LAMBDA_PACKAGES = ["boto3", "aws-lambda-powertools[tracer]"]
+
+
+def python312() -> str:
+    """A python3.12 that runs (a pyenv shim may exist and fail)."""
+    import glob
+    import shutil
+
+    candidates = [shutil.which("python3.12") or "", *sorted(glob.glob(str(Path.home() / ".pyenv/versions/3.12*/bin/python3.12")),
+                                                             reverse=True), "/usr/bin/python3.12"]
+    for candidate in candidates:
+        if candidate and subprocess.run([candidate, "-c", "pass"], capture_output=True, check=False).returncode == 0:
+            return candidate
+    raise RuntimeError("no working python3.12: the cold import is measured on the Lambda runtime's Python")
+
+
+def lambda_python() -> str:
+    """The python of a venv with only what a Lambda function has at run time."""
+    python = LAMBDA_VENV / "bin" / "python"
+    stamp = LAMBDA_VENV / ".installed-stamp"
+    if not stamp.exists():
+        subprocess.run([python312(), "-m", "venv", str(LAMBDA_VENV)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *LAMBDA_PACKAGES], check=True)
+        stamp.touch()
+    return str(python)
+
+IMPORT_SNIPPET = """
+import sys, time
+sys.path[:0] = [{code!r}, {layer!r}]
+t0 = time.perf_counter()
+import app
+print(time.perf_counter() - t0)
+"""
+
+
+def zipped(paths: list[Path], root: Path) -> tuple[int, int]:
+    buffer = io.BytesIO()
+    raw = 0
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+        for base in paths:
+            for path in sorted(base.rglob("*")):
+                if path.is_file() and "__pycache__" not in path.parts:
+                    zf.write(path, path.relative_to(root))
+                    raw += path.stat().st_size
+    return len(buffer.getvalue()), raw
+
+
+def site_package(name: str) -> Path:
+    module = __import__(name)
+    return Path(module.__file__).parent
+
+
+def run() -> dict[str, Any]:
+    template = load_template(REPO / "template.yaml")
+    layer_zip, layer_raw = zipped([REPO / "layers" / "gemcast" / "gemcast"], REPO / "layers" / "gemcast")
+    pt = site_package("aws_lambda_powertools")
+    pt_zip, pt_raw = zipped([pt], pt.parent)
+    # What the Lambda runtime sets (the X-Ray SDK, for one, behaves differently inside Lambda).
+    env_base = {"AWS_LAMBDA_FUNCTION_NAME": "bench", "AWS_EXECUTION_ENV": "AWS_Lambda_python3.12",
+                "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "x",
+                "AWS_SECRET_ACCESS_KEY": "x", "POWERTOOLS_TRACE_DISABLED": "true",
+                "PATH": os.environ.get("PATH", "")}
+    values = {k: f"local-{k}" for k in ("DataBucket", "PredictionLogTable", "InventoryTable", "UsersTable",
+                                          "IdempotencyTable", "PredictionLogDLQ", "TrainingJobQueue",
+                                          "TrainingJobDefinition")}
+    python = lambda_python()
+    rows = []
+    results: dict[str, Any] = {"gemcast_layer": {"zip_bytes": layer_zip, "unzipped_bytes": layer_raw},
+                               "powertools_installed": {"zip_bytes": pt_zip, "unzipped_bytes": pt_raw},
+                               "functions": {}}
+    for logical_id, props in resources_of_type(template, "AWS::Serverless::Function"):
+        folder = REPO / str(props["CodeUri"]).rstrip("/")
+        code_zip, code_raw = zipped([folder], folder)
+        env = function_environment(template, folder.name, values, overrides={
+            "DATA_BUCKET": "local-bucket", "REGISTRY_URI": "s3://local-bucket/models", "ENDPOINT_NAME": "gemcast-dev",
+            "SERVING_IMAGE_URI": "123456789012.dkr.ecr.us-east-1.amazonaws.com/gemcast-serving:latest",
+            "SAGEMAKER_ROLE_ARN": "arn:aws:iam::123456789012:role/local"})
+        env.setdefault("LOG_DLQ_URL", "http://127.0.0.1:9/queue/dlq")
+        times = []
+        for _ in range(5):
+            with tempfile.TemporaryDirectory() as tmp:
+                code = Path(tmp) / "code"
+                layer = Path(tmp) / "layer"
+                shutil.copytree(folder, code, ignore=shutil.ignore_patterns("__pycache__"))
+                shutil.copytree(REPO / "layers" / "gemcast" / "gemcast", layer / "gemcast",
+                                ignore=shutil.ignore_patterns("__pycache__"))
+                out = subprocess.run(
+                    [python, "-c", IMPORT_SNIPPET.format(code=str(code), layer=str(layer))],
+                    env={**env_base, **env, "PYTHONDONTWRITEBYTECODE": "1", "LAMBDA_TASK_ROOT": str(code)},
+                    capture_output=True, text=True,
+                    timeout=60, check=False,
+                )
+            if out.returncode != 0:
+                times = []
+                error = out.stderr.strip().splitlines()[-1:] or ["?"]
+                break
+            times.append(float(out.stdout.strip().splitlines()[-1]))
+        cold = round(statistics.median(times), 3) if times else None
+        results["functions"][folder.name] = {"zip_bytes": code_zip, "unzipped_bytes": code_raw,
+                                             "cold_import_s": cold,
+                                             **({} if times else {"import_error": error[0]})}
+        package = code_zip + layer_zip + pt_zip
+        rows.append((folder.name, f"{code_zip / 1024:.1f} KiB + layers {(layer_zip + pt_zip) / 2**20:.2f} MiB "
+                     f"= {package / 2**20:.2f} MiB zipped; import {cold if cold is not None else 'failed'} s",
+                     "<= 5 MB, <= 0.3 s"))
+    write_result("packages", results)
+    print_table(
+        f"Lambda packages (gemcast layer {layer_zip / 1024:.0f} KiB zipped; Powertools as installed "
+        f"{pt_zip / 2**20:.2f} MiB zipped, from AWS's layer in the cloud); cold import on the Lambda "
+        f"runtime's Python 3.12, no bytecode for gemcast's code",
+        rows,
+    )
+    print(json.dumps({k: v.get("import_error") for k, v in results["functions"].items() if "import_error" in v})
+          if any("import_error" in v for v in results["functions"].values()) else "")
+    return results
