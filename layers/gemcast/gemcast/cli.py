@@ -169,11 +169,11 @@ def cmd_models(args: argparse.Namespace) -> int:
         if not rows:
             print(f"no models in {args.registry}")
             return 0
-        print(f"  {'version':<24} {'kind':<7} {'MAE':>9} {'MAPE %':>8} {'R2':>7}  {'gate':<5} snapshot")
+        print(f"  {'version':<29} {'kind':<7} {'MAE':>9} {'MAPE %':>8} {'R2':>7}  {'gate':<5} snapshot")
         for r in rows:
             m = r["metrics"] or {}
             gate_text = "pass" if (r.get("gate") or {}).get("promote") else "fail"
-            print(f"{'*' if r['champion'] else ' '} {r['version']:<24} {r['kind'] or '?':<7} "
+            print(f"{'*' if r['champion'] else ' '} {r['version']:<29} {r['kind'] or '?':<7} "
                   f"{m.get('mae', float('nan')):>9.2f} {m.get('mape', float('nan')):>8.3f} "
                   f"{m.get('r2', float('nan')):>7.4f}  {gate_text:<5} {r['snapshot_id']}")
         return 0

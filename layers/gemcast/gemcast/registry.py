@@ -46,10 +46,10 @@ def utc_now() -> str:
 
 
 def new_version(now: datetime | None = None) -> str:
-    """Sortable, unique version id: UTC time plus 6 random hex digits (two runs in the same
-    second, even of the same data and parameters, get different versions)."""
+    """Sortable, unique version id: UTC time to the millisecond plus 6 random hex digits (two
+    runs at the same moment, even of the same data and parameters, get different versions)."""
     moment = now or datetime.now(UTC)
-    return moment.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+    return f"{moment.strftime('%Y%m%dT%H%M%S')}{moment.microsecond // 1000:03d}Z-{secrets.token_hex(3)}"
 
 
 @dataclass
