@@ -10,6 +10,8 @@ measures, with real HTTP on 127.0.0.1:
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import tempfile
@@ -102,7 +104,8 @@ def _boto_args(stack: LocalStack) -> dict[str, str]:
 
 def run() -> dict[str, Any]:
     kind = os.environ.get("BENCH_MODEL_KIND", "gbm")
-    with tempfile.TemporaryDirectory() as tmp:
+    # The handlers print their metrics (EMF lines) on stdout, as Lambda wants; not here.
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
         config = StackConfig(state_dir=Path(tmp) / ".gemcast", api_port=free_port(), serve_port=free_port(),
                              web_port=free_port(), kind=kind, serve_workers=2)
         with LocalStack(config, say=lambda _m: None) as stack:
