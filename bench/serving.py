@@ -24,13 +24,13 @@ import boto3
 import requests
 
 from bench.common import print_table, time_calls, write_result
+from gemcast.schema import EXAMPLE_STONE
 from gemcast_local.gateway import import_function
 from gemcast_local.servers import free_port
 from gemcast_local.stack import LocalStack, StackConfig
 
 REPO = Path(__file__).resolve().parents[1]
-STONE = {"carat": 0.7, "cut": "Ideal", "color": "E", "clarity": "VS1", "depth": 61.8, "table": 56.0,
-         "x": 5.7, "y": 5.73, "z": 3.53}
+STONE = EXAMPLE_STONE
 CONCURRENT_CLIENTS = 20
 CONCURRENT_SECONDS = float(os.environ.get("BENCH_CONCURRENT_SECONDS", "30"))
 

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from gemcast.errors import GemcastError
+from gemcast.schema import EXAMPLE_STONE
 from gemcast_local.gateway import (
     ACCOUNT_ID,
     CognitoAuthorizer,
@@ -50,7 +51,6 @@ from gemcast_local.gateway import (
     routes_from_template,
 )
 from gemcast_local.servers import HOST, MotoServer, StandInServer, exit_on_sigterm, free_port
-from gemcast_local.webapp_runner import WebAppServer, start_webapp
 from gemcast_local.template import (
     TemplateError,
     cognito_user_pool,
@@ -61,23 +61,14 @@ from gemcast_local.template import (
     resources_of_type,
     sqs_queues,
 )
+from gemcast_local.webapp_runner import WebAppServer, start_webapp
 
 REPO = Path(__file__).resolve().parents[2]
 LOCAL_PREFIX = "gemcast-local"
 DEMO_EMAIL = "demo@example.com"
 DEMO_PASSWORD = "Gemcast-Demo-2024"  # meets the template's password policy
 REQUIRED_ROUTES = [("POST", "/v1/predictions"), ("GET", "/v1/diamonds/similar"), ("GET", "/v1/health")]
-SAMPLE_STONE = {
-    "carat": 0.7,
-    "cut": "Ideal",
-    "color": "E",
-    "clarity": "VS1",
-    "depth": 61.8,
-    "table": 56.0,
-    "x": 5.7,
-    "y": 5.72,
-    "z": 3.53,
-}
+SAMPLE_STONE = EXAMPLE_STONE
 
 
 class StackError(GemcastError):

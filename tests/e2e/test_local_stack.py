@@ -21,22 +21,13 @@ import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from gemcast.aws import from_item
+from gemcast.schema import EXAMPLE_STONE
 from gemcast_local.servers import free_port
 from gemcast_local.stack import LocalStack, StackConfig, token
 
 pytestmark = pytest.mark.e2e
 
-STONE = {
-    "carat": 0.7,
-    "cut": "Ideal",
-    "color": "E",
-    "clarity": "VS1",
-    "depth": 61.8,
-    "table": 56.0,
-    "x": 5.7,
-    "y": 5.72,
-    "z": 3.53,
-}
+STONE = EXAMPLE_STONE
 
 
 @pytest.fixture(scope="module")

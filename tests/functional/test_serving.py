@@ -21,21 +21,12 @@ import pytest
 import requests
 
 from gemcast.pipeline import run_training
+from gemcast.schema import EXAMPLE_STONE
 from gemcast_local.servers import StandInServer, free_port
 from gemcast_local.stack import ModelServer
 
 REPO = Path(__file__).resolve().parents[2]
-STONE = {
-    "carat": 0.7,
-    "cut": "Ideal",
-    "color": "E",
-    "clarity": "VS1",
-    "depth": 61.8,
-    "table": 56.0,
-    "x": 5.7,
-    "y": 5.72,
-    "z": 3.53,
-}
+STONE = EXAMPLE_STONE
 BIG = {
     "carat": 1.51,
     "cut": "Premium",

@@ -16,19 +16,9 @@ from gemcast.openapi import document, stone_schema
 from gemcast.predict import MAX_BATCH
 from gemcast.registry import ModelPackage, Registry
 from gemcast.routes import current_model, record_request
-from gemcast.schema import CATEGORIES, EXCLUSIVE_LOW, FEATURES, RANGES, check_stone
+from gemcast.schema import CATEGORIES, EXAMPLE_STONE, EXCLUSIVE_LOW, FEATURES, RANGES, check_stone
 
-STONE = {
-    "carat": 0.7,
-    "cut": "Ideal",
-    "color": "E",
-    "clarity": "VS1",
-    "depth": 61.8,
-    "table": 56.0,
-    "x": 5.7,
-    "y": 5.72,
-    "z": 3.53,
-}
+STONE = EXAMPLE_STONE
 
 
 class FakeEndpoint:

@@ -16,9 +16,11 @@ Every request and response goes to the prediction log, whatever the status.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import time
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -87,6 +89,35 @@ def log_record(
         "latency_ms": round(float(latency_ms), 3),
         "expires_at": int(moment + ttl_days * 86400),
     }
+
+
+# A DynamoDB item holds at most 400 KB and a Firestore document 1 MiB; bigger request or
+# response documents are stored compressed (zlib, base64) so a 1,000-stone batch is still
+# logged whole.
+INLINE_LIMIT = 64 * 1024
+
+
+def pack_documents(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A log record for a table: request and response as JSON text, ``<key>_gz`` when large."""
+    out = {k: v for k, v in record.items() if k not in {"request", "response"}}
+    for key in ("request", "response"):
+        text = json.dumps(record.get(key), separators=(",", ":"), default=str)
+        if len(text) > INLINE_LIMIT:
+            out[f"{key}_gz"] = base64.b64encode(zlib.compress(text.encode(), 6)).decode()
+        else:
+            out[key] = text
+    return out
+
+
+def unpack_documents(stored: Mapping[str, Any]) -> dict[str, Any]:
+    """The inverse of ``pack_documents``."""
+    out = dict(stored)
+    for key in ("request", "response"):
+        if f"{key}_gz" in out:
+            out[key] = json.loads(zlib.decompress(base64.b64decode(out.pop(f"{key}_gz"))))
+        elif isinstance(out.get(key), str):
+            out[key] = json.loads(out[key])
+    return out
 
 
 def _parse_body(body: str | bytes | None) -> Any:

@@ -5,22 +5,18 @@ caller, created once per Lambda container.
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import time
-import zlib
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
+from gemcast.api import pack_documents, unpack_documents
 from gemcast.errors import EndpointError
 
 logger = logging.getLogger(__name__)
 
-# A DynamoDB item holds at most 400 KB; bigger request or response documents are stored
-# compressed (zlib, base64) so a 1,000-stone batch is still logged whole.
-INLINE_LIMIT = 64 * 1024
 
 
 def endpoint_client_config(timeout_s: float) -> Any:
@@ -97,14 +93,7 @@ def _to_dynamo(value: Any) -> Any:
 
 def to_item(record: dict[str, Any]) -> dict[str, Any]:
     """A log record as a DynamoDB item: documents as JSON text, compressed when large."""
-    item = {k: v for k, v in record.items() if k not in {"request", "response"}}
-    for key in ("request", "response"):
-        text = json.dumps(record.get(key), separators=(",", ":"))
-        if len(text) > INLINE_LIMIT:
-            item[f"{key}_gz"] = base64.b64encode(zlib.compress(text.encode(), 6)).decode()
-        else:
-            item[key] = text
-    return _to_dynamo(item)
+    return dict(_to_dynamo(pack_documents(record)))
 
 
 def from_item(item: dict[str, Any]) -> dict[str, Any]:
@@ -114,12 +103,7 @@ def from_item(item: dict[str, Any]) -> dict[str, Any]:
         if isinstance(v, Decimal):
             v = int(v) if v == v.to_integral_value() and k != "latency_ms" else float(v)
         out[k] = v
-    for key in ("request", "response"):
-        if f"{key}_gz" in out:
-            out[key] = json.loads(zlib.decompress(base64.b64decode(out.pop(f"{key}_gz"))))
-        elif isinstance(out.get(key), str):
-            out[key] = json.loads(out[key])
-    return out
+    return unpack_documents(out)
 
 
 class DynamoPredictionLog:

@@ -14,18 +14,17 @@ the emulators or the cloud through standard settings only (``FIRESTORE_EMULATOR_
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import sys
 import threading
 import time
-import zlib
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+from gemcast.api import pack_documents, unpack_documents
 from gemcast.errors import EndpointError, GemcastError, ValidationError
 from gemcast.inventory import carat_prefix, group_key, nearest, to_item
 from gemcast.registry import Registry
@@ -34,9 +33,6 @@ from gemcast.trigger import Submitter, TrainingPlan, job_name, plan_training
 
 logger = logging.getLogger(__name__)
 
-# Firestore documents hold at most 1 MiB; larger request or response documents are stored
-# compressed (zlib, base64), as on DynamoDB, so a 1,000-stone batch is still logged whole.
-INLINE_LIMIT = 64 * 1024
 ISSUER_PREFIX = "https://securetoken.google.com/"
 TRAINING_MACHINE_TYPE = "n1-standard-4"
 # A Firestore batch commits at most 500 writes.
@@ -143,13 +139,7 @@ class VertexEndpoint:
 def to_document(record: Mapping[str, Any]) -> dict[str, Any]:
     """A log record as a Firestore document: documents as JSON text (Firestore refuses nested
     arrays), compressed when large; ``expire_at`` as a timestamp for a TTL policy."""
-    doc = {k: v for k, v in record.items() if k not in {"request", "response"}}
-    for key in ("request", "response"):
-        text = json.dumps(record.get(key), separators=(",", ":"), default=str)
-        if len(text) > INLINE_LIMIT:
-            doc[f"{key}_gz"] = base64.b64encode(zlib.compress(text.encode(), 6)).decode()
-        else:
-            doc[key] = text
+    doc = pack_documents(record)
     if "expires_at" in record:
         doc["expire_at"] = datetime.fromtimestamp(int(record["expires_at"]), UTC)
     return doc
@@ -157,13 +147,7 @@ def to_document(record: Mapping[str, Any]) -> dict[str, Any]:
 
 def from_document(doc: Mapping[str, Any]) -> dict[str, Any]:
     """A Firestore document back into a log record."""
-    out = {k: v for k, v in doc.items() if k != "expire_at"}
-    for key in ("request", "response"):
-        if f"{key}_gz" in out:
-            out[key] = json.loads(zlib.decompress(base64.b64decode(out.pop(f"{key}_gz"))))
-        elif isinstance(out.get(key), str):
-            out[key] = json.loads(out[key])
-    return out
+    return unpack_documents({k: v for k, v in doc.items() if k != "expire_at"})
 
 
 class FirestorePredictionLog:

@@ -19,7 +19,16 @@ from typing import Any
 from gemcast import __version__
 from gemcast.inventory import DEFAULT_N, MAX_N
 from gemcast.predict import MAX_BATCH
-from gemcast.schema import CATEGORIES, DERIVED_INPUT_NAMES, DESCRIPTIONS, EXCLUSIVE_LOW, FEATURES, RANGES, UNITS
+from gemcast.schema import (
+    CATEGORIES,
+    DERIVED_INPUT_NAMES,
+    DESCRIPTIONS,
+    EXAMPLE_STONE,
+    EXCLUSIVE_LOW,
+    FEATURES,
+    RANGES,
+    UNITS,
+)
 
 OPENAPI_VERSION = "3.1.0"
 SECURITY_SCHEME = "CognitoIdToken"
@@ -62,17 +71,7 @@ def stone_schema() -> dict[str, Any]:
         "description": "A diamond to price. " + _CONSISTENCY_NOTE,
         "required": list(FEATURES),
         "properties": {name: field_schema(name) for name in FEATURES},
-        "example": {
-            "carat": 0.7,
-            "cut": "Ideal",
-            "color": "E",
-            "clarity": "VS1",
-            "depth": 61.8,
-            "table": 56.0,
-            "x": 5.7,
-            "y": 5.72,
-            "z": 3.53,
-        },
+        "example": dict(EXAMPLE_STONE),
     }
 
 

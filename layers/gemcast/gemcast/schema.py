@@ -100,6 +100,20 @@ MAX_PRICE = 10_000_000.0
 
 HOLDOUT_PERCENT = 20
 
+# A typical stone (0.7 ct Ideal E VS1): the example of the API document, the demo's curl line
+# and the tests.
+EXAMPLE_STONE: dict[str, Any] = {
+    "carat": 0.7,
+    "cut": "Ideal",
+    "color": "E",
+    "clarity": "VS1",
+    "depth": 61.8,
+    "table": 56.0,
+    "x": 5.7,
+    "y": 5.72,
+    "z": 3.53,
+}
+
 
 @dataclass(frozen=True)
 class Problem:
