@@ -417,6 +417,7 @@ class LocalGateway:
         self.timeout_s = timeout_s
         self.handlers: dict[str, Callable[[dict[str, Any], Any], dict[str, Any]]] = {}
         self._invoke_lock = threading.Lock()
+        self._envs: dict[str, dict[str, str]] = {}
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -431,7 +432,8 @@ class LocalGateway:
             module_name, _, attr = route.handler.rpartition(".")
             if module_name != "app":
                 raise TemplateError(f"{route.logical_id}: handler {route.handler} is not app.<function>")
-            module = import_function(route.function, self.function_env(route.logical_id), self.functions_dir)
+            self._envs[route.logical_id] = self.function_env(route.logical_id)
+            module = import_function(route.function, self._envs[route.logical_id], self.functions_dir)
             self.handlers[route.logical_id] = getattr(module, attr)
 
     def start(self) -> LocalGateway:
@@ -538,7 +540,9 @@ class LocalGateway:
         )
         handler = self.handlers[route.logical_id]
         try:
-            with self._invoke_lock:
+            # Lambda runs a handler in its function's environment for the container's whole
+            # life, not only at import: a client created at first use must see it too.
+            with self._invoke_lock, environment(self._envs[route.logical_id]):
                 response = handler(event, context)
         except Exception:
             # What API Gateway answers when the function fails; the trace stays in our log.

@@ -44,6 +44,7 @@ from gemcast_local.gateway import (
     LocalContext,
     LocalGateway,
     Resolver,
+    environment,
     function_environment,
     import_function,
     parameter_defaults,
@@ -364,15 +365,17 @@ class LocalStack:
         for record in event["Records"]:
             record["s3"]["bucket"].update(name=self.bucket, arn=f"arn:aws:s3:::{self.bucket}")
             record["s3"]["object"].update(key=key, size=self.config.data.stat().st_size)
-        module = import_function("preprocess", self.function_env(self._function_logical_id("preprocess")))
-        result = module.lambda_handler(
-            event,
-            LocalContext(
-                function_name="PreprocessFunction",
-                aws_request_id="local-ingest",
-                deadline=time.monotonic() + 300,
-            ),
-        )
+        env = self.function_env(self._function_logical_id("preprocess"))
+        module = import_function("preprocess", env)
+        with environment(env):  # as in Lambda, the handler runs in its function's environment
+            result = module.lambda_handler(
+                event,
+                LocalContext(
+                    function_name="PreprocessFunction",
+                    aws_request_id="local-ingest",
+                    deadline=time.monotonic() + 300,
+                ),
+            )
         batch = result["batches"][0]
         if batch.get("status") not in {"ingested", "unchanged"}:
             raise StackError(f"ingesting {key} failed: {batch}")
