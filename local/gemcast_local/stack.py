@@ -21,6 +21,7 @@ is gone is replaced.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -249,6 +250,8 @@ class LocalStack:
         self.client_id = ""
         self.demo_sub = ""
         self.timings: dict[str, float] = {}
+        self._seen_raw: dict[str, str] = {}
+        self._seen_champion = ""
 
     # -- pieces ------------------------------------------------------------------------------
     @property
@@ -300,6 +303,7 @@ class LocalStack:
             self._step("gateway", self._start_gateway)
             self._step("demo user", self._create_demo_user)
             self._step("web app", self._start_webapp)
+            self._remember_bucket()
             self._write_state()
         except BaseException:
             self.stop()
@@ -360,11 +364,15 @@ class LocalStack:
         self.client("s3").put_object(
             Bucket=self.bucket, Key=key, Body=self.config.data.read_bytes(), ContentType="text/csv"
         )
-        # What S3 would deliver to the preprocess function: the sample event, naming our object.
+        self._preprocess(key, self.config.data.stat().st_size)
+
+    def _preprocess(self, key: str, size: int) -> dict[str, Any]:
+        """What S3's notification does in AWS: call the preprocess function with an event
+        naming the object (the sample event, retargeted)."""
         event = json.loads((REPO / "events" / "preprocess_raw_batch.json").read_text())
         for record in event["Records"]:
             record["s3"]["bucket"].update(name=self.bucket, arn=f"arn:aws:s3:::{self.bucket}")
-            record["s3"]["object"].update(key=key, size=self.config.data.stat().st_size)
+            record["s3"]["object"].update(key=key, size=size)
         env = self.function_env(self._function_logical_id("preprocess"))
         module = import_function("preprocess", env)
         with environment(env):  # as in Lambda, the handler runs in its function's environment
@@ -372,17 +380,52 @@ class LocalStack:
                 event,
                 LocalContext(
                     function_name="PreprocessFunction",
-                    aws_request_id="local-ingest",
+                    aws_request_id=f"local-ingest-{int(time.time() * 1000)}",
                     deadline=time.monotonic() + 300,
                 ),
             )
-        batch = result["batches"][0]
-        if batch.get("status") not in {"ingested", "unchanged"}:
-            raise StackError(f"ingesting {key} failed: {batch}")
+        batch: dict[str, Any] = result["batches"][0] if result.get("batches") else {"status": "skipped"}
+        if batch.get("status") not in {"ingested", "unchanged", "unusable"}:
+            raise StackError(f"ingesting {key} failed: {result}")
         self.say(
-            f"    {key}: {batch.get('accepted')} stones accepted, {batch.get('rejected')} rejected, "
-            f"{batch.get('loaded')} in the inventory table"
+            f"    {key}: {batch.get('status')}, {batch.get('accepted')} stones accepted, "
+            f"{batch.get('rejected')} rejected, {batch.get('loaded')} loaded into the inventory table"
         )
+        return batch
+
+    # -- the bucket's notifications ----------------------------------------------------------
+    def _objects(self, prefix: str) -> dict[str, tuple[str, int]]:
+        pages = self.client("s3").get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        return {o["Key"]: (o["ETag"], o["Size"]) for page in pages for o in page.get("Contents", [])}
+
+    def watch_bucket(self) -> None:
+        """One pass of the template's two S3 notifications, which moto does not deliver:
+        a new or changed ``raw/*.csv`` goes to the preprocess function, and a new
+        ``models/champion.json`` redeploys the model endpoint (deploy_model's job in AWS: the
+        serving process is restarted on the same port with the new champion)."""
+        raw = {k: v for k, v in self._objects("raw/").items() if k.lower().endswith(".csv")}
+        for key, (etag, size) in sorted(raw.items()):
+            if self._seen_raw.get(key) != etag:
+                self._seen_raw[key] = etag
+                self._preprocess(key, size)
+        champion = self._objects("models/champion.json").get("models/champion.json")
+        if champion and champion[0] != self._seen_champion:
+            self._seen_champion = champion[0]
+            self._redeploy()
+
+    def _redeploy(self) -> None:
+        assert self.serving is not None
+        port = self.serving.port
+        self.serving.stop()
+        self.serving = None
+        self.config = dataclasses.replace(self.config, serve_port=port)
+        self._start_serving()
+        self._write_state()
+
+    def _remember_bucket(self) -> None:
+        self._seen_raw = {k: etag for k, (etag, _size) in self._objects("raw/").items()}
+        champion = self._objects("models/champion.json").get("models/champion.json")
+        self._seen_champion = champion[0] if champion else ""
 
     def _train(self) -> None:
         cfg = self.config
@@ -587,6 +630,14 @@ class LocalStack:
             "Your own requests, from the prediction log:",
             f'  curl -s -H "Authorization: $TOKEN" {api}/v1/predictions/mine',
             "",
+            "New data: a CSV put under raw/ is cleaned by the preprocess function within seconds;",
+            "then the schedule's trigger trains on it, and a better model replaces the endpoint's:",
+            f"  AWS_ENDPOINT_URL={self.moto.url} AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing "
+            f"AWS_DEFAULT_REGION={self.config.region} {_display_path(Path(sys.executable))} -c "
+            f"\"import boto3; boto3.client('s3').upload_file('data/diamonds_large.csv', '{self.bucket}', "
+            f"'raw/large.csv')\"",
+            f"  {gemcast} trigger" + ("" if state == ".gemcast" else f" --state {shlex.quote(state)}"),
+            "",
         ]
         return "\n".join(lines)
 
@@ -634,6 +685,7 @@ def up(config: StackConfig) -> int:
         stack.start()
         print(stack.banner(), flush=True)
         while not stopping.wait(1.0):
+            stack.watch_bucket()
             for server in (stack.moto, stack.serving, stack.webapp):
                 if server is not None and not server.running:
                     raise StackError(f"{server.name} is not running")

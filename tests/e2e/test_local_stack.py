@@ -28,6 +28,7 @@ from gemcast_local.stack import LocalStack, StackConfig, token
 pytestmark = pytest.mark.e2e
 
 STONE = EXAMPLE_STONE
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -154,3 +155,38 @@ def test_state_file_names_the_running_stack(stack: LocalStack) -> None:
     assert state["api_url"] == stack.gateway.url  # type: ignore[union-attr]
     assert state["resources"]["PredictionLogTable"] == stack.values["PredictionLogTable"]
     assert Path(state["logs"]).is_dir()
+
+
+def test_a_new_batch_under_raw_is_ingested_and_a_new_champion_is_deployed(
+    stack: LocalStack, id_token: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The template's S3 notifications, played by the running stack: raw/ -> preprocess, and
+    models/champion.json -> the endpoint serves the new champion."""
+    s3 = stack.client("s3")
+    lines = (REPO / "data" / "diamonds.csv").read_text().splitlines(keepends=True)
+    s3.put_object(Bucket=stack.bucket, Key="raw/more stones.csv", Body="".join(lines[:1] + lines[1:300]))
+    stack.watch_bucket()
+    curated = s3.get_object(Bucket=stack.bucket, Key="curated/more stones.csv")["Body"].read().decode()
+    assert curated.startswith("carat,cut,color,clarity") and curated.count("\n") > 250
+
+    from gemcast.registry import Registry
+
+    for name, value in stack.aws_env.items():
+        monkeypatch.setenv(name, value)
+    registry = Registry(stack.registry_uri)
+    before = registry.champion()["version"]
+    rows = registry.history()
+    other = next((r["version"] for r in rows if r["version"] != before), None)
+    if other is None:  # one model so far: publish a copy of it under a new version
+        from gemcast.registry import ModelPackage, new_version
+
+        manifest = registry.manifest(before)
+        files = {name: registry.read_file(before, name) for name in manifest["files"]}
+        other = registry.publish(ModelPackage(files, {**manifest, "version": new_version()}))
+    registry.promote(other, reason="test: a new champion")
+    stack.watch_bucket()
+    assert stack.serving is not None
+    health = requests.get(f"{stack.serving.url}/ping", timeout=5).json()
+    assert health["model_version"] == other
+    answer = api(stack, "POST", "/v1/predictions", id_token, STONE)
+    assert answer.status_code == 200 and answer.json()["model_version"] == other
