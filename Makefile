@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-test: $(STAMP) infra-tools
+test: $(STAMP) infra-tools lint
 	$(BIN)/python -m pytest
 
 test-fast: $(STAMP)
@@ -27,11 +27,11 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.run
 
 lint: $(STAMP)
-	$(BIN)/ruff check layers functions gcp local tests webapp
+	$(BIN)/ruff check layers functions gcp local tests webapp bench
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) .gemcast .aws-sam bench/results
+	rm -rf $(VENV) .venv-sam .venv-checkov .venv-lambda .gemcast .aws-sam bench/results
 
 # Targets of each part of the system live beside it in mk/.
 -include mk/*.mk

@@ -35,8 +35,8 @@ def python312() -> str:
     import glob
     import shutil
 
-    candidates = [shutil.which("python3.12") or "", *sorted(glob.glob(str(Path.home() / ".pyenv/versions/3.12*/bin/python3.12")),
-                                                             reverse=True), "/usr/bin/python3.12"]
+    pyenv = sorted(glob.glob(str(Path.home() / ".pyenv/versions/3.12*/bin/python3.12")), reverse=True)
+    candidates = [shutil.which("python3.12") or "", *pyenv, "/usr/bin/python3.12"]
     for candidate in candidates:
         if candidate and subprocess.run([candidate, "-c", "pass"], capture_output=True, check=False).returncode == 0:
             return candidate
@@ -97,7 +97,7 @@ def run() -> dict[str, Any]:
     results: dict[str, Any] = {"gemcast_layer": {"zip_bytes": layer_zip, "unzipped_bytes": layer_raw},
                                "powertools_installed": {"zip_bytes": pt_zip, "unzipped_bytes": pt_raw},
                                "functions": {}}
-    for logical_id, props in resources_of_type(template, "AWS::Serverless::Function"):
+    for _logical_id, props in resources_of_type(template, "AWS::Serverless::Function"):
         folder = REPO / str(props["CodeUri"]).rstrip("/")
         code_zip, code_raw = zipped([folder], folder)
         env = function_environment(template, folder.name, values, overrides={

@@ -52,7 +52,7 @@ def run() -> dict:
     }
     path = write_result("training", result)
     print_table(
-        f"Training on {DATA.name} (written to {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path})",
+        f"Training on {DATA.name} (written to {path})",
         [
             ("held-out MAE", f"${m['mae']:.2f}", "<= $245"),
             ("held-out MAPE", f"{m['mape']:.3f} %", "<= 5.5 %"),

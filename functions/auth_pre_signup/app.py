@@ -4,6 +4,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
+
 from gemcast.auth_hooks import pre_sign_up_event
 from gemcast.config import Settings
 

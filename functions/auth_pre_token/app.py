@@ -5,6 +5,7 @@ from typing import Any
 import boto3
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
+
 from gemcast.auth_hooks import pre_token_generation_event
 from gemcast.config import Settings
 

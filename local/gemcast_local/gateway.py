@@ -432,7 +432,7 @@ class LocalGateway:
             module_name, _, attr = route.handler.rpartition(".")
             if module_name != "app":
                 raise TemplateError(f"{route.logical_id}: handler {route.handler} is not app.<function>")
-            self._envs[route.logical_id] = self.function_env(route.logical_id)
+            self._envs[route.logical_id] = dict(self.function_env(route.logical_id))
             module = import_function(route.function, self._envs[route.logical_id], self.functions_dir)
             self.handlers[route.logical_id] = getattr(module, attr)
 

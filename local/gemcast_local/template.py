@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from gemcast.errors import GemcastError
 
 NameFn = Callable[[str], str]

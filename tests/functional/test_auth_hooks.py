@@ -18,6 +18,7 @@ from typing import Any
 
 import boto3
 import pytest
+
 from gemcast.auth_hooks import SignUpDeniedError, check_sign_up, create_profile, tier_of
 from gemcast_local.template import dynamodb_tables, load_template
 

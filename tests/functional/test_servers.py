@@ -15,6 +15,7 @@ from pathlib import Path
 import boto3
 import jwt
 import pytest
+
 from gemcast_local.servers import (
     FirestoreEmulator,
     GcsEmulator,

@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from gemcast_local.template import load_template
 
+from gemcast_local.template import load_template
 from tests.infra.iam_rules import NO_POLICY_FUNCTIONS, violations
 from tests.infra.tools import TEMPLATE
 

@@ -6,8 +6,8 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from gemcast_local.template import load_template, resources_of_type
 
+from gemcast_local.template import load_template, resources_of_type
 from tests.infra.tools import REPO, SAM, TEMPLATE, ensure_tool, python312_dir, run, tool_env
 
 

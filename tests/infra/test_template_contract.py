@@ -6,9 +6,9 @@ import re
 from typing import Any
 
 import pytest
+
 from gemcast import config
 from gemcast_local.template import load_template, resources_of_type
-
 from tests.infra.tools import TEMPLATE
 
 FUNCTIONS = {

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+
 from gemcast_local.servers import (
     FirestoreEmulator,
     GcsEmulator,

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from gemcast import config
 from gemcast.config import Settings
 

@@ -12,6 +12,7 @@ from typing import Any
 import boto3
 import pytest
 from botocore.stub import Stubber
+
 from gemcast_local.template import (
     TemplateError,
     cognito_user_pool,

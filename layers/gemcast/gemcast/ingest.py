@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from gemcast.cleaning import CleanResult, Cleaner, clean_csv
+from gemcast.cleaning import Cleaner, CleanResult, clean_csv
 from gemcast.errors import DatasetError, NotFoundError, ValidationError
 from gemcast.inventory import Inventory
 from gemcast.storage import Storage

@@ -25,8 +25,8 @@ from gemcast.cleaning import Cleaner, CleanResult
 from gemcast.errors import DatasetError, IntegrityError, NotFoundError
 from gemcast.registry import GateDecision, ModelPackage, Registry, gate, new_version
 from gemcast.schema import HOLDOUT_PERCENT
-from gemcast.training import GBM_INPUTS
 from gemcast.storage import open_storage, read_uri
+from gemcast.training import GBM_INPUTS
 
 logger = logging.getLogger("gemcast.train")
 

@@ -136,7 +136,7 @@ def run_server(
         logger.error("refusing to start: %s", exc)
         raise
 
-    class _Server(BaseApplication):  # type: ignore[misc]
+    class _Server(BaseApplication):
         def load_config(self) -> None:
             self.cfg.set("bind", f"{host}:{port}")
             self.cfg.set("workers", workers or max(2, os.cpu_count() or 2))

@@ -8,6 +8,7 @@ local stand-in without knowing which.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -158,7 +159,7 @@ class GCSStorage:
 
     def __init__(self, bucket: str, prefix: str = "", client: Any = None) -> None:
         if client is None:
-            from google.cloud import storage as gcs
+            from google.cloud import storage as gcs  # type: ignore[attr-defined]
 
             client = gcs.Client()
         self.client = client
@@ -194,10 +195,8 @@ class GCSStorage:
     def delete(self, key: str) -> None:
         from google.api_core.exceptions import NotFound
 
-        try:
+        with contextlib.suppress(NotFound):  # deleting what is not there is not an error
             self.bucket.blob(self._key(key)).delete()
-        except NotFound:
-            pass
 
     def child(self, prefix: str) -> GCSStorage:
         return GCSStorage(self.bucket_name, _join(self.prefix, _check_key(prefix)), client=self.client)
