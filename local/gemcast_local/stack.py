@@ -633,7 +633,7 @@ class LocalStack:
             "New data: a CSV put under raw/ is cleaned by the preprocess function within seconds;",
             "then the schedule's trigger trains on it, and a better model replaces the endpoint's:",
             f"  AWS_ENDPOINT_URL={self.moto.url} AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing "
-            f"AWS_DEFAULT_REGION={self.config.region} {_display_path(Path(sys.executable))} -c "
+            f"AWS_DEFAULT_REGION={self.config.region} {_python_command()} -c "
             f"\"import boto3; boto3.client('s3').upload_file('data/diamonds_large.csv', '{self.bucket}', "
             f"'raw/large.csv')\"",
             f"  {gemcast} trigger" + ("" if state == ".gemcast" else f" --state {shlex.quote(state)}"),
@@ -657,6 +657,15 @@ def _gemcast_command() -> str:
     if exe.is_file():
         return _display_path(exe)
     return f"{_display_path(Path(sys.executable))} -m gemcast.cli"
+
+
+def _python_command() -> str:
+    """This interpreter as the user typed it (the venv's python, not the file it links to)."""
+    here = Path(os.path.abspath(sys.executable))
+    try:
+        return str(here.relative_to(Path.cwd()))
+    except ValueError:
+        return str(here)
 
 
 def _display_path(path: Path) -> str:
