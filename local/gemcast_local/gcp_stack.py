@@ -35,8 +35,8 @@ from gemcast_local.servers import (
     GcsEmulator,
     ServerGroup,
     StandInServer,
-    exit_on_sigterm,
     free_port,
+    stop_on_interrupt,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -377,7 +377,7 @@ class GcpStack:
         print(f"[gemcast gcp] {text}", flush=True)
 
     def run(self) -> int:
-        exit_on_sigterm()
+        stop_on_interrupt()
         self.workdir.mkdir(parents=True, exist_ok=True)
         identity = LocalIdentity()
         jobs: LocalVertexJobs | None = None

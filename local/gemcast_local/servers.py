@@ -139,6 +139,15 @@ def exit_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, _raise)
 
 
+def stop_on_interrupt() -> None:
+    """For a long-running local stack: SIGTERM unwinds (``exit_on_sigterm``) and Ctrl-C raises
+    KeyboardInterrupt even when the stack was started from a shell that ignores SIGINT in
+    background jobs (Python then never installs its own handler)."""
+    exit_on_sigterm()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 class StandInServer:
     """One server process on ``127.0.0.1``; subclasses give its command and readiness probe.
 

@@ -52,7 +52,7 @@ from gemcast_local.gateway import (
     require_routes,
     routes_from_template,
 )
-from gemcast_local.servers import HOST, MotoServer, StandInServer, exit_on_sigterm, free_port
+from gemcast_local.servers import HOST, MotoServer, StandInServer, free_port, stop_on_interrupt
 from gemcast_local.template import (
     TemplateError,
     cognito_user_pool,
@@ -681,11 +681,7 @@ def _display_path(path: Path) -> str:
 
 def up(config: StackConfig) -> int:
     """``gemcast up``: start everything, print how to use it, run until Ctrl-C or SIGTERM."""
-    exit_on_sigterm()
-    if threading.current_thread() is threading.main_thread():
-        # Ctrl-C must stop the stack even when started from a shell that ignores SIGINT in
-        # background jobs (Python then never installs its own handler).
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+    stop_on_interrupt()
     for noisy in ("botocore", "boto3", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     stack = LocalStack(config)
