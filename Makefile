@@ -24,6 +24,7 @@ demo: $(STAMP)
 	$(BIN)/gemcast up
 
 bench: $(STAMP)
+	$(BIN)/python -c "import xgboost" 2>/dev/null || $(BIN)/python -m pip install -q -e '.[bench]'
 	$(BIN)/python -m bench.run
 
 lint: $(STAMP)
