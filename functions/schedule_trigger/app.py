@@ -19,6 +19,7 @@ from aws_lambda_powertools.utilities.idempotency import (
 from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import DataRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from gemcast.aws import LazyClient
 from gemcast.config import Settings
 from gemcast.registry import Registry
 from gemcast.storage import S3Storage, open_storage
@@ -35,7 +36,7 @@ S3 = boto3.client("s3")
 DATA = S3Storage(SETTINGS.data_bucket, client=S3)
 REGISTRY = Registry(SETTINGS.registry_uri, storage=open_storage(SETTINGS.registry_uri, client=S3))
 SUBMIT: Submitter = batch_submitter(
-    boto3.client("batch"), SETTINGS.batch_job_queue, SETTINGS.batch_job_definition
+    LazyClient("batch"), SETTINGS.batch_job_queue, SETTINGS.batch_job_definition
 )
 ONE_JOB_PER_SNAPSHOT_S = 30 * 24 * 3600  # far longer than any schedule retry or re-run
 
