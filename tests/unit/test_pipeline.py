@@ -112,3 +112,13 @@ def test_a_folder_of_batches_is_one_dataset(tmp_path):
     (folder / "_snapshot.json").write_text("{}")
     result = load_dataset(folder.as_uri() + "/")
     assert result.total == 5000
+
+
+def test_a_card_of_curated_data_points_to_the_rows_rejected_at_ingest():
+    from gemcast.card import model_card
+
+    card = model_card({"version": "v1", "data": {"uri": "s3://bucket/curated/", "rejected_by_reason": {}},
+                       "model": {}, "metrics": {}})
+    assert "`s3://bucket/rejected/`" in card
+    assert "rejected/" not in model_card({"version": "v1", "data": {"uri": "data/diamonds.csv"}, "model": {},
+                                          "metrics": {}}).split("rejected.jsonl")[1]

@@ -63,6 +63,12 @@ def model_card(manifest: Mapping[str, Any]) -> str:
     rejected = data.get("rejected_by_reason", {})
     rejected_lines = "\n".join(f"- {k}: {v}" for k, v in rejected.items()) or "- none"
     params = "\n".join(f"- `{k}`: {v}" for k, v in sorted(model.get("params", {}).items()))
+    uri = str(data.get("uri") or "")
+    ingest_note = (
+        f"\nThe data was cleaned once already when each batch arrived: the rows rejected then are kept, "
+        f"with their reasons, under `{uri[: -len('curated/')]}rejected/`.\n"
+        if uri.endswith("curated/") else ""
+    )
     baseline = metrics.get("baseline_linear")
     baseline_text = (
         f"The linear baseline (ridge regression on log price) scores MAE ${baseline['mae']:,.0f} and "
@@ -87,7 +93,7 @@ trained on log(price); every prediction comes with the contribution of each feat
 
 Rejected rows, by reason (each kept with its reasons in `rejected.jsonl`):
 {rejected_lines}
-
+{ingest_note}
 ## Held-out metrics
 | metric | value |
 |---|---|
