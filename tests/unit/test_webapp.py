@@ -26,20 +26,11 @@ from gemcast_web import create_app  # noqa: E402
 from gemcast_web.auth import CognitoAuth, SignInError, Tokens, tokens_from  # noqa: E402
 from gemcast_web.markdown import render  # noqa: E402
 from gemcast_web.settings import WebConfigError, WebSettings  # noqa: E402
+from gemcast_web.stones import DEFAULTS  # noqa: E402
 
 from gemcast.schema import check_stone  # noqa: E402
 
-GOOD = {
-    "carat": "0.7",
-    "cut": "Ideal",
-    "color": "E",
-    "clarity": "VS1",
-    "depth": "61.8",
-    "table": "56",
-    "x": "5.7",
-    "y": "5.73",
-    "z": "3.53",
-}
+GOOD = dict(DEFAULTS)
 PLOT = '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 10 10"><circle cx="5" cy="5" r="2"/></svg>'
 
 

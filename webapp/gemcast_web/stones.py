@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gemcast.schema import CATEGORIES, CATEGORY_MEANINGS, FEATURES, UNITS
+from gemcast.schema import CATEGORIES, CATEGORY_MEANINGS, EXAMPLE_STONE, FEATURES, UNITS
 
 LABELS: dict[str, str] = {
     "carat": "Carat",
@@ -37,18 +37,8 @@ HINTS: dict[str, str] = {
     "z": "Depth (height) in millimetres",
 }
 
-# A typical well-cut stone, so the first price is one click away.
-DEFAULTS: dict[str, str] = {
-    "carat": "0.7",
-    "cut": "Ideal",
-    "color": "E",
-    "clarity": "VS1",
-    "depth": "61.8",
-    "table": "56",
-    "x": "5.7",
-    "y": "5.73",
-    "z": "3.53",
-}
+# A typical well-cut stone (the API's own example), so the first price is one click away.
+DEFAULTS: dict[str, str] = {k: v if isinstance(v, str) else f"{v:g}" for k, v in EXAMPLE_STONE.items()}
 
 
 @dataclass(frozen=True)
