@@ -27,8 +27,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from gemcast.errors import EndpointError, ValidationError
-from gemcast.predict import parse_instances, stone_error
-from gemcast.schema import check_stone
+from gemcast.predict import parse_instances, validate_stones
 
 logger = logging.getLogger(__name__)
 
@@ -137,20 +136,7 @@ def price_stones(body: str | bytes | None, endpoint: EndpointClient) -> ApiRespo
         raw_stones, single = parse_instances(parsed)
     except ValidationError as exc:
         return ApiResponse(400, error_body(str(exc), exc.errors))
-    checked: list[tuple[dict[str, Any], list[Any]]] = [
-        check_stone(s) if isinstance(s, Mapping) else ({}, None)  # type: ignore[misc]
-        for s in raw_stones
-    ]
-    errors: list[dict[str, Any] | None] = []
-    valid: list[dict[str, Any]] = []
-    for values, problems in checked:
-        if problems is None:
-            errors.append({"message": "invalid stone: must be an object", "fields": {"stone": "must be an object"}})
-        elif problems:
-            errors.append(stone_error(problems))
-        else:
-            errors.append(None)
-            valid.append(values)
+    errors, valid = validate_stones(raw_stones)
     if single and errors[0] is not None:
         return ApiResponse(400, {"error": errors[0]})
     if not valid:

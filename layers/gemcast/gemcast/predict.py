@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gemcast.errors import ValidationError
-from gemcast.schema import FEATURES, check_stone, encode
+from gemcast.schema import check_stone, encode
 
 MAX_BATCH = 1000
 
@@ -57,6 +57,24 @@ def stone_error(problems: Sequence[Any]) -> dict[str, Any]:
     return {"message": f"invalid stone: {message}", "fields": fields}
 
 
+def validate_stones(stones: Sequence[Any]) -> tuple[list[dict[str, Any] | None], list[dict[str, Any]]]:
+    """Per stone its error (None when valid), and the valid stones' typed values, in order.
+
+    One place for the model server and the API alike; ``check_stone`` also refuses a stone
+    that is not an object, under the field name ``stone``.
+    """
+    errors: list[dict[str, Any] | None] = []
+    valid: list[dict[str, Any]] = []
+    for raw in stones:
+        values, problems = check_stone(raw)
+        if problems:
+            errors.append(stone_error(problems))
+        else:
+            errors.append(None)
+            valid.append(values)
+    return errors, valid
+
+
 class Predictor:
     """A model with its version, pricing batches of raw stones."""
 
@@ -65,19 +83,10 @@ class Predictor:
         self.version = version
 
     def price(self, stones: Sequence[Any], *, reasons: bool = True) -> list[dict[str, Any]]:
-        results: list[dict[str, Any]] = [{} for _ in stones]
-        valid_rows: list[list[float]] = []
-        valid_at: list[int] = []
-        for i, raw in enumerate(stones):
-            values, problems = check_stone(raw) if isinstance(raw, Mapping) else ({}, None)
-            if problems is None:
-                results[i] = {"error": {"message": "invalid stone: must be an object with the fields "
-                                                   + ", ".join(FEATURES), "fields": {"stone": "must be an object"}}}
-            elif problems:
-                results[i] = {"error": stone_error(problems)}
-            else:
-                valid_rows.append(encode(values))
-                valid_at.append(i)
+        errors, valid = validate_stones(stones)
+        results: list[dict[str, Any]] = [{"error": e} if e is not None else {} for e in errors]
+        valid_rows = [encode(values) for values in valid]
+        valid_at = [i for i, e in enumerate(errors) if e is None]
         if valid_rows:
             # numpy only here: the Lambda proxy shares this module's validation without numpy.
             import numpy as np
