@@ -170,9 +170,12 @@ class Registry:
             )
         return rows
 
-    def read_file(self, version: str, name: str, *, verify: bool = True) -> bytes:
-        """A file of a version, checked against the manifest's sha256."""
-        manifest = self.manifest(version)
+    def read_file(
+        self, version: str, name: str, *, verify: bool = True, manifest: dict[str, Any] | None = None
+    ) -> bytes:
+        """A file of a version, checked against the manifest's sha256 (``manifest``: the
+        version's manifest when the caller has already read it)."""
+        manifest = manifest if manifest is not None else self.manifest(version)
         expected = manifest.get("files", {}).get(name)
         if expected is None:
             raise NotFoundError(f"version {version} has no file {name!r}")
@@ -187,8 +190,8 @@ class Registry:
     def load(self, version: str) -> LoadedModel:
         from gemcast.model import load_model
 
-        data = self.read_file(version, MODEL_FILE)
         manifest = self.manifest(version)
+        data = self.read_file(version, MODEL_FILE, manifest=manifest)
         # A package folder copied elsewhere (SageMaker's /opt/ml/model) keeps its own version name.
         return LoadedModel(str(manifest.get("version", version)), manifest, load_model(data))
 
@@ -207,8 +210,8 @@ class Registry:
 
     def promote(self, version: str, *, reason: str, action: str = "promote") -> dict[str, Any]:
         """Make ``version`` the champion (its package is verified first)."""
-        self.read_file(version, MODEL_FILE)  # refuses a tampered or missing model, loudly
         manifest = self.manifest(version)
+        self.read_file(version, MODEL_FILE, manifest=manifest)  # refuses a tampered or missing model, loudly
         previous = self.champion()
         history = list(previous.get("history", [])) if previous else []
         entry = {"version": version, "at": utc_now(), "action": action, "reason": reason}

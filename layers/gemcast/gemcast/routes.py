@@ -73,10 +73,11 @@ def current_card(registry: Registry) -> dict[str, Any]:
     if pointer is None:
         raise NotFoundError("no model has been promoted yet: train and promote one first")
     version = str(pointer["version"])
+    manifest = registry.manifest(version)
     return {
         "version": version,
-        "markdown": registry.read_file(version, "model_card.md").decode(),
-        "plot_svg": registry.read_file(version, PLOT_FILE).decode(),
+        "markdown": registry.read_file(version, "model_card.md", manifest=manifest).decode(),
+        "plot_svg": registry.read_file(version, PLOT_FILE, manifest=manifest).decode(),
     }
 
 
