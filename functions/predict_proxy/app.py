@@ -22,6 +22,7 @@ from gemcast.aws import (
     LazyClient,
     SageMakerEndpoint,
     endpoint_client_config,
+    log_client_config,
     recent_for_caller,
 )
 from gemcast.config import Settings
@@ -29,6 +30,7 @@ from gemcast.errors import EndpointError, NotFoundError, ValidationError
 from gemcast.openapi import document
 from gemcast.registry import Registry
 from gemcast.routes import MODEL_VERSION_HEADER, current_card, current_model, log_failure_counter, record_request
+from gemcast.storage import open_storage
 
 logger = Logger()
 tracer = Tracer()
@@ -41,11 +43,14 @@ SETTINGS = Settings.from_env(
 )
 RUNTIME = boto3.client("sagemaker-runtime", config=endpoint_client_config(SETTINGS.endpoint_timeout_s))
 ENDPOINT = SageMakerEndpoint(RUNTIME, SETTINGS.endpoint_name)
-LOG_TABLE = boto3.resource("dynamodb").Table(SETTINGS.prediction_log_table)
+LOG_TABLE = boto3.resource("dynamodb", config=log_client_config()).Table(SETTINGS.prediction_log_table)
+LOG_BUCKET = open_storage(SETTINGS.prediction_log_uri, LazyClient("s3", config=log_client_config())) \
+    if SETTINGS.prediction_log_uri else None
 REGISTRY = Registry(SETTINGS.registry_uri)
 OPENAPI = document()
 PREDICTION_LOG = DynamoPredictionLog(
-    LOG_TABLE, LazyClient("sqs"), SETTINGS.log_dlq_url, on_failure=log_failure_counter(metrics)
+    LOG_TABLE, LazyClient("sqs", config=log_client_config()), SETTINGS.log_dlq_url, overflow=LOG_BUCKET,
+    on_failure=log_failure_counter(metrics),
 )
 
 
@@ -100,7 +105,7 @@ def list_my_predictions() -> dict[str, Any]:
         raise ValidationError(
             f"limit must be a whole number from 1 to 100, got {raw!r}", {"limit": "must be 1..100"}
         )
-    records = recent_for_caller(LOG_TABLE, caller(), int(raw))
+    records = recent_for_caller(LOG_TABLE, caller(), int(raw), LOG_BUCKET)
     return {"count": len(records), "predictions": records}
 
 

@@ -25,7 +25,7 @@ from gemcast.errors import ValidationError
 from gemcast.ingest import ingest_object
 from gemcast.registry import Registry
 from gemcast.routes import MODEL_VERSION_HEADER
-from gemcast.storage import GCSStorage
+from gemcast.storage import GCSStorage, split_uri
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 logger = logging.getLogger("gemcast.functions")
@@ -78,8 +78,17 @@ def _endpoint() -> gcp.VertexEndpoint:
 
 
 @functools.cache
+def _log_bucket() -> GCSStorage | None:
+    uri = _settings().prediction_log_uri
+    if not uri:
+        return None
+    _, bucket, prefix = split_uri(uri)
+    return GCSStorage(bucket, prefix, client=_gcs())
+
+
+@functools.cache
 def _prediction_log() -> gcp.FirestorePredictionLog:
-    return gcp.FirestorePredictionLog(_firestore(), _settings().firestore_predictions)
+    return gcp.FirestorePredictionLog(_firestore(), _settings().firestore_predictions, overflow=_log_bucket())
 
 
 def _caller(request: Request) -> str:

@@ -12,7 +12,9 @@
 #                                                   gemcastTrainingLauncher (project: customJobs create/get/list),
 #                                                   iam.serviceAccountUser (on gemcast-training only)
 #  gemcast-predict         predict                  gemcastPredictor (project: endpoints.predict),
-#                                                   datastore.user (project: prediction log)
+#                                                   datastore.user (project: prediction log),
+#                                                   storage.objectUser (bucket, logs/ only: log records
+#                                                   too large for Firestore, or written while it fails)
 #  gemcast-similar         similar                  datastore.viewer (project: reads inventory)
 #  gemcast-before-create   before_create            none: checks the e-mail domain from its env
 #  gemcast-before-sign-in  before_sign_in           none
@@ -43,6 +45,11 @@ BUCKET_BINDINGS=(
   "gemcast-trigger-train|roles/storage.objectViewer"
   "gemcast-training|roles/storage.objectUser"
   "gemcast-serving|roles/storage.objectViewer"
+)
+# "account|role|object prefix" granted on the data bucket under an IAM condition: the role holds
+# for objects under that prefix only (gemcast.log_overflow writes logs/<date>/<request id>.json).
+BUCKET_PREFIX_BINDINGS=(
+  "gemcast-predict|roles/storage.objectUser|logs/"
 )
 # "account|role" pairs granted on the project (no narrower scope exists for these services).
 PROJECT_BINDINGS=(
@@ -101,6 +108,14 @@ deploy_iam() {
   for pair in "${BUCKET_BINDINGS[@]}"; do
     run gcloud storage buckets add-iam-policy-binding "gs://${BUCKET}" \
       --member="serviceAccount:$(sa_email "${pair%%|*}")" --role="${pair#*|}"
+  done
+  local prefix rest
+  for pair in "${BUCKET_PREFIX_BINDINGS[@]}"; do
+    account="${pair%%|*}" rest="${pair#*|}"
+    role="${rest%%|*}" prefix="${rest#*|}"
+    run gcloud storage buckets add-iam-policy-binding "gs://${BUCKET}" \
+      --member="serviceAccount:$(sa_email "$account")" --role="$role" \
+      --condition="expression=resource.name.startsWith(\"projects/_/buckets/${BUCKET}/objects/${prefix}\"),title=${account#gemcast-}-${prefix%/}-only"
   done
   for pair in "${PROJECT_BINDINGS[@]}"; do
     run gcloud projects add-iam-policy-binding "$PROJECT" \

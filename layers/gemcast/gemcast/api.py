@@ -10,7 +10,8 @@ Answers:
   where each entry is a priced stone or ``{"error": {"message", "fields"}}``
 - 400 ``{"error": {"message", "fields"}, "request_id"}`` when the body is unusable, a single
   stone is invalid, or every stone of a list is invalid
-- 502 when the endpoint answered wrongly, 503 when it could not be reached or timed out.
+- 502 when the endpoint answered wrongly, 503 when it could not be reached or timed out, or
+  when the price could not be recorded anywhere durable.
 Every request and response goes to the prediction log, whatever the status.
 """
 
@@ -42,7 +43,8 @@ class EndpointClient(Protocol):
 
 class PredictionLog(Protocol):
     def write(self, record: dict[str, Any]) -> bool:
-        """Store one record; never raises. False when it went to the fallback (DLQ)."""
+        """Store one record (table, bucket or dead-letter queue); never raises. False when it
+        could be stored nowhere durable (only in the function's log)."""
         ...
 
 
@@ -190,5 +192,9 @@ def handle_predictions(
         request_id=request_id, caller=caller, route=PREDICT_ROUTE, request=request_doc, response=response.body,
         status=response.status, model_version=response.model_version, latency_ms=latency_ms, ttl_days=ttl_days,
     )
-    log.write(record)
+    if not log.write(record) and response.status == 200:
+        # A price is handed out only once its record is kept somewhere durable.
+        body_503 = {**error_body("the prediction log is unavailable, so no price is handed out: try again shortly"),
+                    "request_id": request_id}
+        return ApiResponse(503, body_503, {"Retry-After": "5"})
     return response

@@ -19,6 +19,9 @@ STAGE = "GEMCAST_STAGE"
 DATA_BUCKET = "DATA_BUCKET"
 REGISTRY_URI = "REGISTRY_URI"
 PREDICTION_LOG_TABLE = "PREDICTION_LOG_TABLE"
+# Where log records too large for the table (or written while it fails) are kept whole:
+# s3://<data bucket>/logs or gs://<data bucket>/logs (gemcast.log_overflow).
+PREDICTION_LOG_URI = "PREDICTION_LOG_URI"
 INVENTORY_TABLE = "INVENTORY_TABLE"
 USERS_TABLE = "USERS_TABLE"
 IDEMPOTENCY_TABLE = "IDEMPOTENCY_TABLE"
@@ -75,6 +78,7 @@ class Settings:
     data_bucket: str = ""
     registry_uri: str = ""
     prediction_log_table: str = ""
+    prediction_log_uri: str = ""
     inventory_table: str = ""
     users_table: str = ""
     idempotency_table: str = ""
@@ -140,6 +144,8 @@ class Settings:
         for name in required:
             if not getattr(settings, name):
                 problems.append(f"{_ENV_OF[name]}: required but not set")
+        if settings.prediction_log_uri and not settings.prediction_log_uri.startswith(("s3://", "gs://", "file://")):
+            problems.append(f"{PREDICTION_LOG_URI}: must be an s3://, gs:// or file:// folder URI")
         if settings.endpoint_mode not in {"serverless", "instance"}:
             problems.append(f"{ENDPOINT_MODE}: must be serverless or instance")
         if problems:
@@ -166,6 +172,7 @@ _ENV_OF: dict[str, str] = {
     "data_bucket": DATA_BUCKET,
     "registry_uri": REGISTRY_URI,
     "prediction_log_table": PREDICTION_LOG_TABLE,
+    "prediction_log_uri": PREDICTION_LOG_URI,
     "inventory_table": INVENTORY_TABLE,
     "users_table": USERS_TABLE,
     "idempotency_table": IDEMPOTENCY_TABLE,

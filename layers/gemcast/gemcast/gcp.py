@@ -1,7 +1,8 @@
 """GCP adapters of the cloud-neutral parts, and the logic behind the Cloud Functions.
 
 - ``VertexEndpoint``: the model endpoint client (google-cloud-aiplatform, REST transport).
-- ``FirestorePredictionLog``: the prediction log (retries, then a structured ERROR log line).
+- ``FirestorePredictionLog``: the prediction log (large records and Firestore outages in the
+  bucket's ``logs/``; a structured ERROR log line only when both fail).
 - ``FirestoreInventory``: the inventory for "n similar stones" (two indexed range queries).
 - ``vertex_submitter`` and ``SnapshotClaims``: one Vertex AI CustomJob per data snapshot.
 - ``IdTokenVerifier``: Identity Platform ID tokens and blocking-function tokens.
@@ -27,6 +28,7 @@ from urllib.parse import urlsplit
 from gemcast.api import pack_documents, unpack_documents
 from gemcast.errors import EndpointError, GemcastError, ValidationError
 from gemcast.inventory import carat_prefix, group_key, nearest, to_item
+from gemcast.log_overflow import REF_FIELD, encoded_size, load_whole, reference, store_whole, with_retries
 from gemcast.registry import Registry
 from gemcast.storage import Storage
 from gemcast.trigger import Submitter, TrainingPlan, job_name, plan_training
@@ -135,35 +137,54 @@ class VertexEndpoint:
         return {"predictions": predictions, "model_version": str(version)}
 
 
-# -- prediction log ----------------------------------------------------------------------------
+# -- prediction log ---------------------------------------------------------------------------
+# A Firestore document holds 1 MiB (1,048,576 bytes, field names and the document name
+# included); the budget leaves room for those.
+DOCUMENT_BUDGET = 1024 * 1024 - 64 * 1024
+
+
 def to_document(record: Mapping[str, Any]) -> dict[str, Any]:
     """A log record as a Firestore document: documents as JSON text (Firestore refuses nested
     arrays), compressed when large; ``expire_at`` as a timestamp for a TTL policy."""
-    doc = pack_documents(record)
+    return _with_expiry(pack_documents(record), record)
+
+
+def _with_expiry(doc: dict[str, Any], record: Mapping[str, Any]) -> dict[str, Any]:
     if "expires_at" in record:
         doc["expire_at"] = datetime.fromtimestamp(int(record["expires_at"]), UTC)
     return doc
 
 
-def from_document(doc: Mapping[str, Any]) -> dict[str, Any]:
-    """A Firestore document back into a log record."""
-    return unpack_documents({k: v for k, v in doc.items() if k != "expire_at"})
+def from_document(doc: Mapping[str, Any], storage: Storage | None = None) -> dict[str, Any]:
+    """A Firestore document back into a log record; a reference document (a record too large
+    for Firestore) is followed to the whole record in the bucket."""
+    plain = {k: v for k, v in doc.items() if k != "expire_at"}
+    whole = load_whole(plain, storage)
+    if whole is not None:
+        return {**whole, REF_FIELD: plain[REF_FIELD]}
+    return unpack_documents(plain)
 
 
 class FirestorePredictionLog:
     """Writes log records to a Firestore collection (document id = request id); never raises.
 
-    Each write is tried ``attempts`` times. When all fail, Firestore itself is the likely
-    fault, so a fallback queue *in Firestore* would fail too: the record is written whole to
-    Cloud Logging as one structured ERROR line (``gemcast_event = prediction_log_lost``, which a
-    log-based metric counts and from which the record can be replayed), ``lost`` is
-    incremented and ``on_failure("lost")`` called.
+    A record too large for a document (``DOCUMENT_BUDGET``) is first written whole to
+    ``overflow`` (the data bucket's ``logs/<date>/<request id>.json``) and the document keeps its
+    small fields and the reference. Each write is tried ``attempts`` times. When Firestore
+    still fails, a fallback queue *in Firestore* would fail too: the bucket is the fallback
+    (same key; a structured WARNING line, ``gemcast_event = prediction_log_unindexed``, names it
+    for replay into Firestore; ``on_failure("bucket")``). Only when the bucket fails as well is
+    the record written whole to Cloud Logging as one structured ERROR line
+    (``gemcast_event = prediction_log_lost``, which a log-based metric counts), ``lost``
+    incremented, ``on_failure("lost")`` called and False returned.
     """
 
-    def __init__(self, client: Any, collection: str, *, attempts: int = 3, backoff_s: float = 0.05,
-                 timeout_s: float = 3.0, on_failure: Callable[[str], None] | None = None,
+    def __init__(self, client: Any, collection: str, *, overflow: Storage | None = None, attempts: int = 3,
+                 backoff_s: float = 0.05, timeout_s: float = 3.0,
+                 on_failure: Callable[[str], None] | None = None,
                  emit: Callable[[Mapping[str, Any]], None] = emit_structured) -> None:
         self.collection = client.collection(collection)
+        self.overflow = overflow
         self.attempts = attempts
         self.backoff_s = backoff_s
         self.timeout_s = timeout_s
@@ -173,43 +194,74 @@ class FirestorePredictionLog:
         self._lock = threading.Lock()
 
     def write(self, record: dict[str, Any]) -> bool:
+        """True when the record is stored: in Firestore (whole or by reference) or the bucket."""
         from google.api_core import exceptions as gexc
 
         doc = to_document(record)
-        ref = self.collection.document(str(record["request_id"]))
+        uri: str | None = None
         error: Exception | None = None
-        for attempt in range(1, self.attempts + 1):
-            try:
-                # set() is idempotent: a retry after a write that did land changes nothing.
-                ref.set(doc, retry=None, timeout=self.timeout_s)
+        if encoded_size(doc) > DOCUMENT_BUDGET:
+            uri, error = self._to_bucket(record)
+            if uri is not None:
+                doc = _with_expiry(reference(record, uri), record)
+        if uri is not None or error is None:
+            ref = self.collection.document(str(record["request_id"]))
+            # set() is idempotent: a retry after a write that did land changes nothing.
+            error = with_retries(lambda: ref.set(doc, retry=None, timeout=self.timeout_s),
+                                 (gexc.GoogleAPIError, OSError), attempts=self.attempts,
+                                 backoff_s=self.backoff_s, what="prediction log write",
+                                 on_retry=lambda: self.on_failure("retry"))
+            if error is None:
                 return True
-            except (gexc.GoogleAPIError, OSError) as exc:
-                error = exc
-                self.on_failure("retry")
-                logger.warning("prediction log write %d/%d failed: %s", attempt, self.attempts, exc)
-                if attempt < self.attempts:
-                    time.sleep(self.backoff_s * (2 ** (attempt - 1)))
+            if uri is None:
+                uri, _ = self._to_bucket(record)
+        if uri is not None:
+            self.on_failure("bucket")
+            self.emit({
+                "severity": "WARNING",
+                "message": f"prediction log record {record.get('request_id')} is in {uri} but not in "
+                           f"Firestore ({error}): replay it from there",
+                "gemcast_event": "prediction_log_unindexed",
+                REF_FIELD: uri,
+                "logging.googleapis.com/labels": {"gemcast_event": "prediction_log_unindexed"},
+            })
+            return True
         with self._lock:
             self.lost += 1
         self.on_failure("lost")
         self.emit({
             "severity": "ERROR",
             "message": f"prediction log record {record.get('request_id')} could not be stored in Firestore "
-                       f"after {self.attempts} attempts: {error}",
+                       f"or the bucket after {self.attempts} attempts: {error}",
             "gemcast_event": "prediction_log_lost",
             "prediction_log_record": record,
             "logging.googleapis.com/labels": {"gemcast_event": "prediction_log_lost"},
         })
         return False
 
+    def _to_bucket(self, record: dict[str, Any]) -> tuple[str | None, Exception | None]:
+        from google.api_core import exceptions as gexc
 
-def recent_for_caller(client: Any, collection: str, caller: str, limit: int = 20) -> list[dict[str, Any]]:
-    """The caller's own most recent log records, newest first (index caller asc, created_at desc)."""
+        if self.overflow is None:
+            return None, GemcastError("no PREDICTION_LOG_URI is set: the record has no bucket to go to")
+        overflow = self.overflow
+        uri: list[str] = []
+        error = with_retries(lambda: uri.append(store_whole(overflow, record)),
+                             (gexc.GoogleAPIError, OSError, ValueError), attempts=self.attempts,
+                             backoff_s=self.backoff_s, what="prediction log record to the bucket",
+                             on_retry=lambda: self.on_failure("retry"))
+        return (uri[-1], None) if error is None else (None, error)
+
+
+def recent_for_caller(client: Any, collection: str, caller: str, limit: int = 20,
+                      storage: Storage | None = None) -> list[dict[str, Any]]:
+    """The caller's own most recent log records, newest first (index caller asc, created_at desc);
+    a record kept in the bucket (``storage``, the log prefix) is read from there."""
     from google.cloud.firestore_v1.base_query import FieldFilter
 
     query = (client.collection(collection).where(filter=FieldFilter("caller", "==", caller))
              .order_by("created_at", direction="DESCENDING").limit(max(1, min(limit, 100))))
-    return [from_document(snap.to_dict()) for snap in query.stream()]
+    return [from_document(snap.to_dict(), storage) for snap in query.stream()]
 
 
 # -- inventory ---------------------------------------------------------------------------------
