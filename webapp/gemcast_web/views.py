@@ -12,12 +12,11 @@ from typing import Any, TypeVar
 
 from flask import Blueprint, current_app, g, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
-from itsdangerous import BadSignature, Signer
 from werkzeug.wrappers import Response
 
 from gemcast_web import WebContext, context_of
 from gemcast_web.api import ApiAnswer, ApiAuthError, ApiUnavailableError
-from gemcast_web.auth import SignInError
+from gemcast_web.auth import SignInError, WrongPasswordError, safe_next
 from gemcast_web.markdown import render as render_markdown
 from gemcast_web.sessions import WebSession
 from gemcast_web.stones import (
@@ -59,10 +58,6 @@ def session() -> WebSession:
     return s
 
 
-def _signer() -> Signer:
-    return Signer(web().settings.secret_key, salt="gemcast-session")
-
-
 @bp.app_template_filter("money")
 def _money(value: Any, signed: bool = False) -> str:
     return str(money(value, signed=signed))
@@ -90,14 +85,9 @@ def _load_session() -> ResponseReturnValue | None:
     if request.endpoint in (None, "static", "web.healthz"):
         return None
     store = web().sessions
-    found = None
-    cookie = request.cookies.get(COOKIE)
-    if cookie:
-        try:
-            found = store.get(_signer().unsign(cookie).decode())
-        except BadSignature:
-            found = None
-    g.set_cookie = found is None
+    found = store.from_cookie(request.cookies.get(COOKIE))
+    # An anonymous session lives in its cookie: written back on every answer.
+    g.set_cookie = found is None or not found.signed_in
     g.web_session = found or store.new()
     if request.method == "POST":
         sent = request.form.get("csrf_token", "")
@@ -118,7 +108,7 @@ def _finish(response: Response) -> Response:
         mode = web().settings.cookie_secure
         secure = mode == "always" or (mode == "auto" and request.is_secure)
         response.set_cookie(
-            COOKIE, _signer().sign(s.id).decode(), httponly=True, samesite="Lax", secure=secure, path="/"
+            COOKIE, web().sessions.cookie_for(s), httponly=True, samesite="Lax", secure=secure, path="/"
         )
     response.headers.setdefault("Content-Security-Policy", CSP)
     response.headers["X-Content-Type-Options"] = "nosniff"
@@ -191,10 +181,7 @@ def _api_down(exc: ApiUnavailableError) -> ResponseReturnValue:
 
 
 def _safe_next(target: str | None) -> str:
-    # Only a path on this site: "//evil.example" and "https://..." would leave it.
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        return target
-    return url_for("web.price")
+    return safe_next(target) or url_for("web.price")
 
 
 # -- pages -------------------------------------------------------------------------------------
@@ -229,14 +216,23 @@ def signin() -> ResponseReturnValue:
             messages=[],
             next_url=next_url,
         ), 400
+    throttle, address = web().throttle, request.remote_addr or "unknown"
+    refusal = throttle.refusal(email, address)
+    if refusal is not None:
+        message, wait_s = refusal
+        return render_template(
+            "signin.html", email=email, error=message, messages=[], next_url=next_url
+        ), 429, {"Retry-After": str(wait_s)}
     try:
         tokens = web().auth.sign_in(email, password)
     except SignInError as exc:
+        if isinstance(exc, WrongPasswordError):
+            throttle.failed(email, address)
         return render_template(
             "signin.html", email=email, error=str(exc), messages=[], next_url=next_url
         ), 401
-    fresh = web().sessions.rotate(s)
-    fresh.tokens = tokens
+    throttle.succeeded(email)
+    fresh = web().sessions.sign_in(s, tokens)
     _switch_session(fresh)
     current_app.logger.info("signed in: subject %s", tokens.subject)
     return redirect(next_url)
