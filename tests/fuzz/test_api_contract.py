@@ -1,0 +1,108 @@
+"""Contract fuzzing of the API: schemathesis generates requests from the API's own OpenAPI
+document (``gemcast.openapi.document()``, the one served at /v1/openapi.json) and sends them
+through the local gateway with a signed-in user's token.
+
+Seeded and bounded (``MAX_EXAMPLES`` per operation: a few hundred cases a run, more with
+``FUZZ_MAX_EXAMPLES``), so a failure reproduces. Each answer is checked for server errors,
+status codes and content types the document lists, and a body that matches its schema.
+
+``KNOWN`` names findings whose fixes are owned elsewhere in issue 13 (each with its item); they
+are counted and printed, not failed, so the fuzzing guards everything else now. Delete an entry
+once its fix is merged: the run then fails if the finding comes back.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+from collections.abc import Callable
+from typing import Any
+
+import hypothesis
+import pytest
+import requests
+import schemathesis
+from schemathesis.checks import not_a_server_error
+from schemathesis.core.failures import FailureGroup
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from gemcast.openapi import document
+
+pytestmark = pytest.mark.e2e
+
+SEED = 13
+MAX_EXAMPLES = int(os.environ.get("FUZZ_MAX_EXAMPLES", "15"))  # per operation; 7 operations
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+TALLY: collections.Counter[str] = collections.Counter()
+
+schema = schemathesis.openapi.from_dict(document())
+
+
+def _json(response: requests.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def _extreme_number(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int | float):
+        return value != 0 and not 1e-100 < abs(value) < 1e100
+    if isinstance(value, dict):
+        return any(_extreme_number(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_extreme_number(v) for v in value)
+    return False
+
+
+def _gateway_shape(case: schemathesis.Case, response: requests.Response) -> bool:
+    body = _json(response)
+    return 400 <= response.status_code < 500 and isinstance(body, dict) and "message" in body and "error" not in body
+
+
+KNOWN: dict[str, Callable[[schemathesis.Case, requests.Response], bool]] = {
+    # item 5: the gateway's own 400/401 answers are {"message": ...}, not the documented Error.
+    "item 5, gateway 4xx not the Error shape": _gateway_shape,
+    # item 8: TRACE (and QUERY, the other methods schemathesis tries) answer 501 in HTML.
+    "item 8, TRACE and other methods answer 501 HTML": lambda case, response: case.method.upper() not in {
+        "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"},
+    # item 1: measurements that underflow or overflow when multiplied crash pricing.
+    "item 1, floating-point edge crashes pricing": lambda case, response: (
+        response.status_code >= 500 and _extreme_number(case.body)),
+}
+
+
+def test_the_gateway_serves_the_document_the_fuzzing_reads(api_url: str) -> None:
+    assert requests.get(f"{api_url}/v1/openapi.json", timeout=10).json() == document()
+
+
+@schema.parametrize()
+@hypothesis.seed(SEED)
+@hypothesis.settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=True,
+                     suppress_health_check=list(hypothesis.HealthCheck), database=None)
+def test_every_generated_request_gets_a_documented_answer(case: schemathesis.Case, api_url: str,
+                                                          id_token: str) -> None:
+    response = case.call(base_url=api_url, headers={"Authorization": id_token}, timeout=30)
+    TALLY["cases"] += 1
+    TALLY[f"status {response.status_code}"] += 1
+    try:
+        case.validate_response(response, checks=CHECKS)
+    except FailureGroup:
+        known = next((name for name, matches in KNOWN.items() if matches(case, response)), None)
+        if known is None:
+            raise
+        TALLY[f"known: {known}"] += 1
+
+
+def test_the_tally_of_the_run(capsys: pytest.CaptureFixture[str]) -> None:
+    with capsys.disabled():
+        print(f"\napi contract fuzzing (seed {SEED}, {MAX_EXAMPLES} examples an operation): "
+              + json.dumps(dict(sorted(TALLY.items()))))
+    assert TALLY["cases"] > 0
