@@ -21,6 +21,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     state = tmp_path_factory.mktemp("fuzz-state") / ".gemcast"
     config = StackConfig(
         state_dir=state, api_port=free_port(), serve_port=free_port(), web_port=free_port(), kind="linear",
+        moto_port=free_port(),  # a fixed port: the moto drill restarts it where the functions look
         serve_workers=1,
     )
     with LocalStack(config, say=lambda _msg: None) as running:

@@ -144,8 +144,9 @@ def dead_letters(record: dict[str, Any], stored: dict[str, Any]) -> list[str]:
                         "parts": len(slices), "data": part}) for n, part in enumerate(slices, 1)]
 
 
-def records_from_dead_letters(bodies: list[str]) -> list[dict[str, Any]]:
-    """The log records in dead-letter message bodies (parts joined; incomplete ones left out)."""
+def records_from_dead_letters(bodies: list[str], storage: Storage | None = None) -> list[dict[str, Any]]:
+    """The log records in dead-letter message bodies (parts joined; incomplete ones left out;
+    a reference followed to the bucket, ``storage`` being the log prefix)."""
     records: list[dict[str, Any]] = []
     parts: dict[str, dict[int, str]] = {}
     counts: dict[str, int] = {}
@@ -153,7 +154,7 @@ def records_from_dead_letters(bodies: list[str]) -> list[dict[str, Any]]:
         message = json.loads(body)
         kind = message.get("dlq_format") if isinstance(message, dict) else None
         if kind == "item":
-            records.append(from_item(message["item"]))
+            records.append(from_item(message["item"], storage))
         elif kind == "part":
             rid = str(message["request_id"])
             parts.setdefault(rid, {})[int(message["part"])] = str(message["data"])
@@ -162,7 +163,7 @@ def records_from_dead_letters(bodies: list[str]) -> list[dict[str, Any]]:
             records.append(message)
     for rid, got in parts.items():
         if len(got) == counts[rid]:
-            records.append(from_item(json.loads("".join(got[n] for n in sorted(got)))))
+            records.append(from_item(json.loads("".join(got[n] for n in sorted(got))), storage))
     return records
 
 
