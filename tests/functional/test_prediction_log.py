@@ -24,7 +24,7 @@ from gemcast.aws import (
     recent_for_caller,
     records_from_dead_letters,
 )
-from gemcast.log_overflow import REF_FIELD, record_key
+from gemcast.log_overflow import LOG_PREFIX, REF_FIELD, record_key
 from gemcast.storage import S3Storage
 from gemcast_local.stack import create_resources
 from gemcast_local.template import load_template
@@ -161,3 +161,42 @@ def test_a_price_whose_record_cannot_be_stored_is_not_handed_out() -> None:
 
 def test_the_item_budget_fits_dynamodb() -> None:
     assert ITEM_BUDGET < 400 * 1024 and SQS_BODY_BUDGET < 256 * 1024
+
+
+def test_the_predict_function_may_write_and_read_exactly_the_log_prefix() -> None:
+    template = load_template(REPO / "template.yaml")
+    function = template["Resources"]["PredictProxyFunction"]["Properties"]
+    assert function["Environment"]["Variables"]["PREDICTION_LOG_URI"] == {"Fn::Sub": f"s3://${{DataBucket}}/{LOG_PREFIX}"}
+    statements = [s for p in function["Policies"] if isinstance(p, dict) for s in p.get("Statement", [])]
+    on_logs = [s for s in statements if "logs" in json.dumps(s.get("Resource"))]
+    assert on_logs == [{"Sid": "WriteAndReadLargeLogRecords", "Effect": "Allow",
+                        "Action": ["s3:PutObject", "s3:GetObject"],
+                        "Resource": {"Fn::Sub": f"${{DataBucket.Arn}}/{LOG_PREFIX}/*"}}]
+
+
+def test_gcp_grants_the_predict_account_the_log_prefix_only(tmp_path: Path) -> None:
+    import shlex
+    import subprocess
+
+    done = subprocess.run(["bash", str(REPO / "gcp" / "deploy.sh"), "dev"], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "DRY_RUN": "1", "GCP_BUILD_DIR": str(tmp_path), "MODEL_TAG": "t1"},
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    commands = [shlex.split(line[2:]) for line in done.stdout.splitlines() if line.startswith("+ ")]
+    grants = [c for c in commands if c[:4] == ["gcloud", "storage", "buckets", "add-iam-policy-binding"]
+              and any("gemcast-predict@" in a for a in c)]
+    (grant,) = grants
+    assert "--role=roles/storage.objectUser" in grant
+    assert any(a.startswith("--condition=expression=resource.name.startsWith(\"projects/_/buckets/gemcast-dev-data"
+                            f"/objects/{LOG_PREFIX}/\")") for a in grant), grant
+    env = (REPO / "gcp" / "env" / "dev.yaml").read_text()
+    assert f'PREDICTION_LOG_URI: "gs://gemcast-dev-data/{LOG_PREFIX}"' in env
+
+
+def test_the_log_uri_setting_is_read_and_checked() -> None:
+    from gemcast.config import Settings
+    from gemcast.errors import ConfigError
+
+    assert Settings.from_env({"PREDICTION_LOG_URI": "s3://b/logs"}).prediction_log_uri == "s3://b/logs"
+    with pytest.raises(ConfigError, match="PREDICTION_LOG_URI"):
+        Settings.from_env({"PREDICTION_LOG_URI": "b/logs"})
