@@ -640,3 +640,14 @@ def test_cognito_sign_in_gives_the_users_id_token_and_hides_who_exists(monkeypat
         for email, password in (("ada@example.com", "wrong"), ("nobody@example.com", "Secret-pass-1")):
             with pytest.raises(SignInError, match="^Incorrect email or password.$"):
                 cognito.sign_in(email, password)
+
+
+def test_a_signed_in_session_lasts_while_it_is_used_and_ends_when_idle(app, monkeypatch):
+    client = app.test_client()
+    sign_in(client)
+    now = time.time()
+    for hours in (1, 2, 3):  # used every hour for three hours, past the 2-hour idle time
+        monkeypatch.setattr(time, "time", lambda hours=hours: now + hours * 3600)
+        assert client.get("/price").status_code == 200
+    monkeypatch.setattr(time, "time", lambda: now + 3 * 3600 + 121 * 60)
+    assert client.get("/price").status_code == 302

@@ -25,7 +25,6 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
@@ -71,13 +70,15 @@ class SessionStore:
         if not value:
             return None
         try:
-            data: Any = self._cookies.loads(value, max_age=self.idle_s)
-        except BadSignature:  # SignatureExpired is one
+            data, signed_at = self._cookies.loads(value, return_timestamp=True)
+        except BadSignature:
             return None
         if not isinstance(data, dict):
             return None
-        if isinstance(data.get("s"), str):
+        if isinstance(data.get("s"), str):  # a signed-in session expires by its own last use
             return self.get(data["s"])
+        if time.time() - signed_at.timestamp() > self.idle_s:  # rewritten on every answer
+            return None
         csrf, flash = data.get("a"), data.get("f")
         if not isinstance(csrf, str) or not isinstance(flash, list):
             return None
