@@ -322,6 +322,7 @@ def function_env(*, emulators: Mapping[str, str], certs_url: str, vertex_api_end
         "GCP_REGION": REGION,
         "DATA_BUCKET": bucket,
         "REGISTRY_URI": f"gs://{bucket}/models",
+        "PREDICTION_LOG_URI": f"gs://{bucket}/logs",
         "FIRESTORE_PREDICTIONS_COLLECTION": "predictions",
         "FIRESTORE_INVENTORY_COLLECTION": "inventory",
         "FIRESTORE_SNAPSHOTS_COLLECTION": "snapshots",

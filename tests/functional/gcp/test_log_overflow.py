@@ -72,3 +72,21 @@ def test_a_firestore_outage_puts_the_record_in_the_bucket(logs: GCSStorage, monk
     (entry,) = emitted
     assert entry["gemcast_event"] == "prediction_log_unindexed" and entry[REF_FIELD].endswith(record_key(kept))
     assert json.loads(logs.read_bytes(record_key(kept))) == kept
+
+
+def test_the_predict_function_keeps_a_priced_request_over_a_mebibyte_whole(gcp: Any, identity: Any) -> None:
+    from gemcast_local.gcp_stack import BUCKET as DATA_BUCKET
+    from tests.shared.stack import call_function, gcp_event
+
+    note = os.urandom(700_000).hex()  # 1.4 MB of incompressible text in the body
+    stone = json.loads(gcp_event("predict_one_stone")["body"])
+    answer = call_function(gcp.url("predict"), "predict_one_stone", identity.id_token("user-big"),
+                           body=json.dumps({**stone, "note": note}))
+
+    assert answer.status_code == 200, answer.text
+    request_id = answer.json()["request_id"]
+    doc = gcp.firestore.collection("predictions").document(request_id).get().to_dict()
+    assert doc[REF_FIELD].startswith(f"gs://{DATA_BUCKET}/logs/") and "request" not in doc
+    logs = GCSStorage(DATA_BUCKET, "logs", client=gcp.storage)
+    (mine,) = recent_for_caller(gcp.firestore, "predictions", "user-big", 5, logs)
+    assert mine["request"]["note"] == note and mine["response"]["price"] == answer.json()["price"]
