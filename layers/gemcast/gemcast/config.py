@@ -53,6 +53,7 @@ TRAINING_SERVICE_ACCOUNT = "TRAINING_SERVICE_ACCOUNT"
 DRIFT_THRESHOLD = "DRIFT_THRESHOLD"
 DRIFT_MIN_STONES = "DRIFT_MIN_STONES"
 DRIFT_WINDOW_HOURS = "DRIFT_WINDOW_HOURS"
+MONITORING_API_ENDPOINT = "MONITORING_API_ENDPOINT"
 
 # Where Identity Platform publishes the x509 certs its ID tokens are signed with.
 SECURETOKEN_CERTS_URL = "https://www.googleapis.com/robot/v1/metadata/x509/securetoken@system.gserviceaccount.com"
@@ -111,6 +112,7 @@ class Settings:
     drift_threshold: float = 0.25
     drift_min_stones: int = 200
     drift_window_hours: float = 24.0
+    monitoring_api_endpoint: str = ""
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -205,6 +207,7 @@ _ENV_OF: dict[str, str] = {
     "drift_threshold": DRIFT_THRESHOLD,
     "drift_min_stones": DRIFT_MIN_STONES,
     "drift_window_hours": DRIFT_WINDOW_HOURS,
+    "monitoring_api_endpoint": MONITORING_API_ENDPOINT,
 }
 
 _PARSERS: dict[str, Any] = {
