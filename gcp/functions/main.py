@@ -211,6 +211,6 @@ def roll_champion(request: Request) -> gcp.HttpResult:
     s = _settings("gcp_project", "vertex_endpoint_id", "vertex_api_endpoint", "serving_image_uri", "registry_uri")
     endpoints, models = clients(s.vertex_api_endpoint)
     target = VertexTarget(s.gcp_project, s.gcp_region, s.vertex_endpoint_id, s.serving_image_uri, s.registry_uri,
-                          stage=s.stage)
+                          stage=s.stage, service_account=s.serving_service_account)
     result = step(endpoints, models, VertexMetrics(_metric_client(), s.gcp_project), Registry(s.registry_uri), target)
     return gcp.json_response(200, result.as_dict())

@@ -54,6 +54,7 @@ DRIFT_THRESHOLD = "DRIFT_THRESHOLD"
 DRIFT_MIN_STONES = "DRIFT_MIN_STONES"
 DRIFT_WINDOW_HOURS = "DRIFT_WINDOW_HOURS"
 MONITORING_API_ENDPOINT = "MONITORING_API_ENDPOINT"
+SERVING_SERVICE_ACCOUNT = "SERVING_SERVICE_ACCOUNT"
 
 # Where Identity Platform publishes the x509 certs its ID tokens are signed with.
 SECURETOKEN_CERTS_URL = "https://www.googleapis.com/robot/v1/metadata/x509/securetoken@system.gserviceaccount.com"
@@ -113,6 +114,7 @@ class Settings:
     drift_min_stones: int = 200
     drift_window_hours: float = 24.0
     monitoring_api_endpoint: str = ""
+    serving_service_account: str = ""
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -208,6 +210,7 @@ _ENV_OF: dict[str, str] = {
     "drift_min_stones": DRIFT_MIN_STONES,
     "drift_window_hours": DRIFT_WINDOW_HOURS,
     "monitoring_api_endpoint": MONITORING_API_ENDPOINT,
+    "serving_service_account": SERVING_SERVICE_ACCOUNT,
 }
 
 _PARSERS: dict[str, Any] = {
