@@ -363,6 +363,8 @@ step_drift() {
   fi
   run gcloud alpha monitoring policies create --project="$PROJECT" --policy-from-file="$policy" \
     --notification-channels="$channel"
+  run gcloud monitoring dashboards create --project="$PROJECT" \
+    --config-from-file=gcp/monitoring/drift/dashboard.json
 }
 
 # scheduled_post <job> <cron> <entry point> <attempt deadline>: a Cloud Scheduler POST with OIDC.

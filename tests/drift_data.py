@@ -35,7 +35,8 @@ def like_training(n: int, seed: int = 1) -> list[dict[str, Any]]:
 
 def over_two_carats(n: int, seed: int = 2) -> list[dict[str, Any]]:
     big = [r for r in diamonds() if r["carat"] > 2.0]
-    return [random.Random(seed).choice(big) for _ in range(n)]
+    rng = random.Random(seed)
+    return [rng.choice(big) for _ in range(n)]
 
 
 def records(rows: list[dict[str, Any]], *, per_request: int = 5, start: float = 1714521600.0,

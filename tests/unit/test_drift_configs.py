@@ -31,6 +31,10 @@ def test_the_gcp_alert_policy_and_the_aws_alarm_share_the_threshold_and_the_metr
     # Missing data (a window with too few stones) is not drift, on either cloud.
     assert template["Resources"]["DriftAlarm"]["Properties"]["TreatMissingData"] == "notBreaching"
     assert rule["evaluationMissingData"] == "EVALUATION_MISSING_DATA_INACTIVE"
+    dashboard = json.loads((POLICY.parent / "dashboard.json").read_text())
+    (drift_tile, *_rest) = dashboard["mosaicLayout"]["tiles"]
+    assert drift_tile["widget"]["xyChart"]["thresholds"][0]["value"] == threshold
+    assert "DriftScore" in template["Resources"]["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"][0]
     pattern = template["Resources"]["DriftAlarmRule"]["Properties"]["EventPattern"]
     assert pattern["detail"]["state"]["value"] == ["ALARM"]
     (target,) = template["Resources"]["DriftAlarmRule"]["Properties"]["Targets"]
