@@ -309,7 +309,7 @@ def compare(summary: Mapping[str, Any] | None, sample: WindowSample, window: Win
     alarm = score > threshold
     report.update(features=features, score=score, worst_feature=worst, alarm=alarm,
                   status=STATUS_DRIFT if alarm else STATUS_OK,
-                  message=(f"drift: {worst} moved (PSI {score:.3f} > {threshold})" if alarm
+                  message=(f"{worst} moved away from the training data (PSI {score:.3f} > {threshold})" if alarm
                            else f"no drift above {threshold}: largest PSI {score:.3f} ({worst})"))
     return report
 
