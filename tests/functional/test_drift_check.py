@@ -63,6 +63,15 @@ def log_day(rows: list[dict[str, Any]]) -> None:
             batch.put_item(Item=to_item(record))
 
 
+def lambda_env(monkeypatch: pytest.MonkeyPatch, **extra: str) -> None:
+    """What the template gives DriftCheckFunction, on this test's bucket and table."""
+    for name, value in {"DATA_BUCKET": BUCKET, "REGISTRY_URI": f"s3://{BUCKET}/models",
+                        "PREDICTION_LOG_TABLE": "test-PredictionLogTable", "POWERTOOLS_SERVICE_NAME": "drift_check",
+                        "POWERTOOLS_METRICS_NAMESPACE": "gemcast", "POWERTOOLS_TRACE_DISABLED": "true",
+                        **extra}.items():
+        monkeypatch.setenv(name, value)
+
+
 def test_the_champion_package_holds_its_training_summary(stack: dict[str, Any]) -> None:
     registry = Registry(f"s3://{BUCKET}/models", storage=S3Storage(BUCKET, "models", client=stack["s3"]))
     summary = json.loads(registry.read_file(stack["champion"], SUMMARY_FILE))
@@ -110,11 +119,7 @@ def test_the_lambda_publishes_the_score_and_each_feature_by_emf(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     log_day(drift_data.over_two_carats(40))  # enough with DRIFT_MIN_STONES=30
-    for name, value in {"DATA_BUCKET": BUCKET, "REGISTRY_URI": f"s3://{BUCKET}/models",
-                        "PREDICTION_LOG_TABLE": "test-PredictionLogTable", "POWERTOOLS_SERVICE_NAME": "drift_check",
-                        "POWERTOOLS_METRICS_NAMESPACE": "gemcast", "POWERTOOLS_TRACE_DISABLED": "true",
-                        "DRIFT_MIN_STONES": "30"}.items():
-        monkeypatch.setenv(name, value)
+    lambda_env(monkeypatch, DRIFT_MIN_STONES="30")
     app = load_handler("drift_check")
 
     result = app.lambda_handler(load_event("drift_check_daily.json"), lambda_context)
@@ -127,6 +132,24 @@ def test_the_lambda_publishes_the_score_and_each_feature_by_emf(
     assert {"carat", "cut", "price"} <= features
     assert alarm_state(result["score"], stack["template"]) == "ALARM"
     assert alarm_state(None, stack["template"]) == "INSUFFICIENT_DATA"
+
+
+def test_a_past_window_with_too_few_stones_says_so_and_publishes_no_score(
+    stack: dict[str, Any], monkeypatch: pytest.MonkeyPatch, lambda_context: Any,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    log_day(drift_data.over_two_carats(300))  # today: outside the past window
+    lambda_env(monkeypatch)
+
+    result = load_handler("drift_check").lambda_handler(load_event("drift_check_past_window.json"), lambda_context)
+
+    assert result["status"] == "insufficient_data" and result["alarm"] is False and result["score"] is None
+    assert result["counts"]["stones"] == 0 and "at least 200" in result["message"]
+    printed = capsys.readouterr().out
+    assert '"DriftStones"' in printed and '"DriftScore"' not in printed
+    key = f"{REPORT_PREFIX}2024-05-02T000000Z/report.md"
+    page = stack["s3"].get_object(Bucket=BUCKET, Key=key)["Body"].read().decode()
+    assert "insufficient_data" in page
 
 
 class NoInventory:
