@@ -31,6 +31,7 @@ import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from html import escape
 from typing import Any
 
 from gemcast.api import PREDICT_ROUTE
@@ -412,6 +413,10 @@ def drift_svg(report: Mapping[str, Any]) -> str:
                 parts.append(f'<rect x="{x + 1 + k * bar / 2:.1f}" y="{base - h:.1f}" width="{bar / 2 - 1:.1f}" '
                              f'height="{h:.1f}" fill="{fill}"/>')
         parts.append(f'<line x1="{ox + pad}" y1="{base}" x2="{ox + pw - pad}" y2="{base}" stroke="#333"/>')
+        labels = _labels(feature)
+        for j in (range(n) if feature["kind"] == "categorical" else (0, n - 1)):
+            parts.append(f'<text x="{ox + pad + (j + 0.5) * bar:.1f}" y="{base + 12}" font-size="9" '
+                         f'text-anchor="middle">{escape(labels[j])}</text>')
     parts.append("</svg>")
     return "\n".join(parts) + "\n"
 
