@@ -24,7 +24,7 @@ from gemcast.aws import (
     recent_for_caller,
     records_from_dead_letters,
 )
-from gemcast.log_overflow import LOG_PREFIX, REF_FIELD, record_key
+from gemcast.log_overflow import LOG_PREFIX, REF_FIELD, UNAVAILABLE_FIELD, record_key
 from gemcast.storage import S3Storage
 from gemcast_local.stack import create_resources
 from gemcast_local.template import load_template
@@ -200,3 +200,22 @@ def test_the_log_uri_setting_is_read_and_checked() -> None:
     assert Settings.from_env({"PREDICTION_LOG_URI": "s3://b/logs"}).prediction_log_uri == "s3://b/logs"
     with pytest.raises(ConfigError, match="PREDICTION_LOG_URI"):
         Settings.from_env({"PREDICTION_LOG_URI": "b/logs"})
+
+
+def test_a_reader_goes_on_when_the_whole_record_cannot_be_read(resources: dict[str, Any]) -> None:
+    big = record("req-gone", noise_bytes=600_000)
+    log = DynamoPredictionLog(resources["table"], boto3.client("sqs"), resources["dlq"], overflow=resources["logs"])
+    assert log.write(big) is True
+    boto3.client("s3").delete_object(Bucket=resources["bucket"], Key=f"logs/{record_key(big)}")
+
+    (found,) = recent_for_caller(resources["table"], "user-1", 10, resources["logs"])
+
+    assert found["request_id"] == "req-gone" and found["status"] == 200
+    assert "could not be read" in found[UNAVAILABLE_FIELD] and "request" not in found
+
+
+def test_the_drift_check_may_read_the_log_prefix() -> None:
+    function = load_template(REPO / "template.yaml")["Resources"]["DriftCheckFunction"]["Properties"]
+    statements = [s for p in function["Policies"] if isinstance(p, dict) for s in p.get("Statement", [])]
+    assert {"Sid": "ReadLargeLogRecords", "Effect": "Allow", "Action": "s3:GetObject",
+            "Resource": {"Fn::Sub": f"${{DataBucket.Arn}}/{LOG_PREFIX}/*"}} in statements

@@ -27,6 +27,8 @@ logger = logging.getLogger(__name__)
 LOG_PREFIX = "logs"
 REF_FIELD = "record_uri"
 SIZE_FIELD = "record_bytes"
+# Set by a reader when the bucket could not give the whole record back (it keeps the small fields).
+UNAVAILABLE_FIELD = "record_unavailable"
 # What a reference item keeps: enough to list, count and find a caller's requests.
 SMALL_FIELDS = ("request_id", "created_at", "caller", "route", "status", "model_version", "latency_ms",
                 "expires_at")
