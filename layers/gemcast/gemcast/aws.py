@@ -14,15 +14,7 @@ from typing import Any
 
 from gemcast.api import pack_documents, unpack_documents
 from gemcast.errors import EndpointError, GemcastError
-from gemcast.log_overflow import (
-    REF_FIELD,
-    UNAVAILABLE_FIELD,
-    encoded_size,
-    load_whole,
-    reference,
-    store_whole,
-    with_retries,
-)
+from gemcast.log_overflow import encoded_size, follow, reference, store_whole, with_retries
 from gemcast.storage import Storage
 
 logger = logging.getLogger(__name__)
@@ -120,15 +112,9 @@ def from_item(item: dict[str, Any], storage: Storage | None = None) -> dict[str,
         out[k] = v
     from botocore.exceptions import BotoCoreError, ClientError
 
-    try:
-        whole = load_whole(out, storage)
-    except (GemcastError, ClientError, BotoCoreError, ValueError) as exc:
-        # A reader (GET /v1/predictions/mine, the drift check) goes on with the small fields.
-        logger.warning("log record %s: its whole record at %s cannot be read: %s", out.get("request_id"),
-                       out.get(REF_FIELD), exc)
-        return {**out, UNAVAILABLE_FIELD: f"the whole record could not be read from {out.get(REF_FIELD)}"}
+    whole = follow(out, storage, (GemcastError, ClientError, BotoCoreError, ValueError))
     if whole is not None:
-        return {**whole, REF_FIELD: out[REF_FIELD]}
+        return whole
     return unpack_documents(out)
 
 

@@ -28,15 +28,7 @@ from urllib.parse import urlsplit
 from gemcast.api import pack_documents, unpack_documents
 from gemcast.errors import EndpointError, GemcastError, ValidationError
 from gemcast.inventory import carat_prefix, group_key, nearest, to_item
-from gemcast.log_overflow import (
-    REF_FIELD,
-    UNAVAILABLE_FIELD,
-    encoded_size,
-    load_whole,
-    reference,
-    store_whole,
-    with_retries,
-)
+from gemcast.log_overflow import REF_FIELD, encoded_size, follow, reference, store_whole, with_retries
 from gemcast.registry import Registry
 from gemcast.storage import Storage
 from gemcast.trigger import RetrainRequest, Submitter, TrainingPlan, job_name, plan_training
@@ -169,15 +161,9 @@ def from_document(doc: Mapping[str, Any], storage: Storage | None = None) -> dic
     from google.api_core.exceptions import GoogleAPIError
 
     plain = {k: v for k, v in doc.items() if k != "expire_at"}
-    try:
-        whole = load_whole(plain, storage)
-    except (GemcastError, GoogleAPIError, OSError, ValueError) as exc:
-        # A reader (the caller's history, the drift check) goes on with the small fields.
-        logger.warning("log record %s: its whole record at %s cannot be read: %s", plain.get("request_id"),
-                       plain.get(REF_FIELD), exc)
-        return {**plain, UNAVAILABLE_FIELD: f"the whole record could not be read from {plain.get(REF_FIELD)}"}
+    whole = follow(plain, storage, (GemcastError, GoogleAPIError, OSError, ValueError))
     if whole is not None:
-        return {**whole, REF_FIELD: plain[REF_FIELD]}
+        return whole
     return unpack_documents(plain)
 
 

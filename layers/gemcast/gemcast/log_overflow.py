@@ -82,6 +82,20 @@ def load_whole(stored: Mapping[str, Any], storage: Storage | None = None) -> dic
     return record
 
 
+def follow(stored: Mapping[str, Any], storage: Storage | None,
+           errors: tuple[type[BaseException], ...]) -> dict[str, Any] | None:
+    """What a reader gives for a stored item: the whole record its reference points to, or,
+    when the bucket cannot give it back (``errors``), the small fields marked unavailable, so
+    a reader (the caller's history, the drift check) goes on; None when it is no reference."""
+    try:
+        whole = load_whole(stored, storage)
+    except errors as exc:
+        logger.warning("log record %s: its whole record at %s cannot be read: %s", stored.get("request_id"),
+                       stored.get(REF_FIELD), exc)
+        return {**stored, UNAVAILABLE_FIELD: f"the whole record could not be read from {stored.get(REF_FIELD)}"}
+    return None if whole is None else {**whole, REF_FIELD: stored[REF_FIELD]}
+
+
 def with_retries(action: Callable[[], Any], errors: tuple[type[BaseException], ...], *, attempts: int,
                  backoff_s: float, what: str, on_retry: Callable[[], None] = lambda: None) -> Exception | None:
     """Run ``action`` up to ``attempts`` times; None on success, else the last error."""
