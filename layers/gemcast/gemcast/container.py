@@ -87,9 +87,10 @@ def model_package(model_dir: Path) -> Path | None:
         level = sorted(d for parent in level for d in parent.iterdir() if d.is_dir() and not d.name.startswith("."))
         found = [d for d in level if (d / "manifest.json").is_file()]
     if len(found) > 1:
+        names = ", ".join(str(f.relative_to(model_dir)) for f in found)
         raise ConfigError(
-            f"{model_dir} holds {len(found)} model packages ({', '.join(str(f.relative_to(model_dir)) for f in found)}):"
-            " put one in the archive, or set REGISTRY_URI and MODEL_VERSION"
+            f"{model_dir} holds {len(found)} model packages ({names}): put one in the archive, or set REGISTRY_URI"
+            " and MODEL_VERSION"
         )
     return found[0] if found else None
 
