@@ -378,12 +378,6 @@ def _as_matrix(X: Any) -> np.ndarray:
     return arr
 
 
-def _display_value(feature: str, value: float) -> Any:
-    if feature in CATEGORIES:
-        return CATEGORIES[feature][int(value)]
-    return float(value)
-
-
 class Model:
     """What every kind of model offers. Use :func:`load_model` to get one."""
 
@@ -454,31 +448,51 @@ class Model:
             raise ValidationError("reasons() explains one stone at a time")
         return self.reasons_batch(X)[0]["reasons"]
 
-    def reasons_batch(self, X: Any) -> list[dict[str, Any]]:
-        """``reasons`` for every row of X: ``[{"base_price", "reasons"}, ...]`` (one explain call)."""
+    def reasons_batch(self, X: Any, *, decimals: int | None = None) -> list[dict[str, Any]]:
+        """``reasons`` for every row of X: ``[{"base_price", "reasons"}, ...]`` (one explain call).
+
+        The effects are computed on arrays, for the whole batch at once; ``decimals`` rounds the
+        dollars and percentages (and base_price) as an answer shows them.
+        """
         Z = model_inputs(X, self.input_names)
         base_log, phis = self._explain_inputs(Z)
         base_price = math.exp(base_log)
         names = self.input_names
+        delta = phis.sum(axis=1)
+        # expm1(d)/d -> 1 as d -> 0; written this way it never divides 0 by 0.
+        with np.errstate(divide="ignore", invalid="ignore"):
+            scale = np.where(delta != 0.0, np.expm1(delta) / np.where(delta != 0.0, delta, 1.0), 1.0)
+        usd = phis * (base_price * scale)[:, None]
+        pct = np.expm1(phis) * 100.0
+        # Largest effect first; a stable sort keeps input order among equal effects.
+        order = np.argsort(-np.abs(usd), axis=1, kind="stable")
+        shown_base = round(base_price, decimals) if decimals is not None else base_price
+        if decimals is not None:
+            usd, pct = np.round(usd, decimals), np.round(pct, decimals)
         labels = [(input_label(f), input_description(f)) for f in names]
+        shown: list[list[Any]] = []
+        for j, f in enumerate(names):
+            column = Z[:, j]
+            if f in CATEGORIES:
+                grades = CATEGORIES[f]
+                shown.append([grades[int(v)] for v in column.tolist()])
+            else:
+                shown.append(column.tolist())
+        usd_rows, pct_rows, order_rows = usd.tolist(), pct.tolist(), order.tolist()
         results: list[dict[str, Any]] = []
-        for row, phi in zip(Z, phis, strict=True):
-            delta = float(phi.sum())
-            # expm1(d)/d -> 1 as d -> 0; written this way it never divides 0 by 0.
-            log_mean = base_price * (math.expm1(delta) / delta if delta != 0.0 else 1.0)
+        for i, (u, p, o) in enumerate(zip(usd_rows, pct_rows, order_rows, strict=True)):
             out = [
                 {
-                    "feature": f,
-                    "label": labels[i][0],
-                    "description": labels[i][1],
-                    "value": _display_value(f, row[i]),
-                    "effect_pct": math.expm1(float(phi[i])) * 100.0,
-                    "effect_usd": float(phi[i]) * log_mean,
+                    "feature": names[j],
+                    "label": labels[j][0],
+                    "description": labels[j][1],
+                    "value": shown[j][i],
+                    "effect_pct": p[j],
+                    "effect_usd": u[j],
                 }
-                for i, f in enumerate(names)
+                for j in o
             ]
-            out.sort(key=lambda r: abs(r["effect_usd"]), reverse=True)
-            results.append({"base_price": base_price, "reasons": out})
+            results.append({"base_price": shown_base, "reasons": out})
         return results
 
     def summary(self) -> dict[str, Any]:

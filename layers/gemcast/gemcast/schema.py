@@ -236,6 +236,11 @@ def check_stone(raw: Mapping[str, Any], *, with_price: bool = False) -> tuple[di
     Every problem is reported at once: types, ranges, categories, then the physical
     consistency of the measurements (only between fields that are themselves valid).
     """
+    if isinstance(raw, list | tuple) and not with_price:  # Vertex's instance form: values in FEATURES order
+        if len(raw) != len(FEATURES):
+            return {}, [Problem("stone", f"a stone given as a list must hold the {len(FEATURES)} values "
+                                         f"{', '.join(FEATURES)} in that order; got {len(raw)}")]
+        raw = dict(zip(FEATURES, raw, strict=True))
     if not isinstance(raw, Mapping):
         return {}, [Problem("stone", f"must be an object with the fields {', '.join(FEATURES)}")]
     problems: list[Problem] = []
