@@ -99,6 +99,33 @@ class Unreadable:
     problem: Problem
 
 
+def csv_header(cells: Sequence[str]) -> list[str] | None:
+    """The column names when a CSV line is a header (it names every feature), else None."""
+    names = [c.strip().lower() for c in cells]
+    return names if set(FEATURES) <= set(names) else None
+
+
+def csv_stone(cells: Sequence[str], header: Sequence[str] | None) -> Any:
+    """One CSV line as a stone: by the header's names, or the 9 features in order.
+
+    Cells that read as finite numbers become floats (so the batch check takes its fast path);
+    anything else stays text for check_stone to word. A line of the wrong width is Unreadable.
+    """
+    if header is not None:
+        return {h: _number_or_text(c) for h, c in zip(header, cells, strict=False) if h in _FEATURE_SET}
+    if len(cells) != len(FEATURES):
+        return Unreadable(Problem("row", f"has {len(cells)} fields, expected {len(FEATURES)}: {','.join(FEATURES)}"))
+    return {f: _number_or_text(c) for f, c in zip(FEATURES, cells, strict=True)}
+
+
+_FEATURE_SET = frozenset(FEATURES)
+
+
+def _number_or_text(cell: str) -> Any:
+    value = as_finite(cell)
+    return cell if value is None else value
+
+
 def parse_instances(body: Any, *, max_stones: int | None = MAX_BATCH) -> tuple[list[Any], bool]:
     """The stones of a request body and whether it named a single stone.
 

@@ -51,8 +51,17 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from gemcast.errors import GemcastError, ValidationError
-from gemcast.predict import Predictor, PriceOptions, Unreadable, options_from_text, parse_options, parse_request
-from gemcast.schema import FEATURES, Problem, as_finite
+from gemcast.predict import (
+    Predictor,
+    PriceOptions,
+    Unreadable,
+    csv_header,
+    csv_stone,
+    options_from_text,
+    parse_options,
+    parse_request,
+)
+from gemcast.schema import Problem, as_finite
 
 logger = logging.getLogger("gemcast.serve")
 
@@ -129,28 +138,13 @@ def _csv_stones(text: str) -> list[Any]:
             continue  # a blank line is not a stone (Batch Transform may end a batch with one)
         if first:
             first = False
-            names = [c.strip().lower() for c in cells]
-            if unreadable is None and set(FEATURES) <= set(names):
-                header = names
+            header = csv_header(cells) if unreadable is None else None
+            if header is not None:
                 continue
-        if unreadable is not None:
-            stones.append(Unreadable(unreadable))
-        elif header is not None:
-            stones.append({h: _number_or_text(c) for h, c in zip(header, cells, strict=False) if h in FEATURES})
-        elif len(cells) != len(FEATURES):
-            stones.append(Unreadable(Problem(
-                "row", f"has {len(cells)} fields, expected {len(FEATURES)}: {','.join(FEATURES)}")))
-        else:
-            stones.append({f: _number_or_text(c) for f, c in zip(FEATURES, cells, strict=True)})
+        stones.append(Unreadable(unreadable) if unreadable is not None else csv_stone(cells, header))
     if not stones:
         raise ValidationError("no stones to price", {"body": "must hold at least one CSV line"})
     return stones
-
-
-def _number_or_text(cell: str) -> Any:
-    """A CSV cell as a float when it reads as a finite one (the batch check's fast path), else as is."""
-    value = as_finite(cell)
-    return cell if value is None else value
 
 
 def _jsonl_stones(text: str) -> list[Any]:
