@@ -96,7 +96,7 @@ def local_input(uri: str) -> Iterator[Path]:
             except ClientError as exc:
                 raise StorageError(f"cannot read {uri}: {exc}") from exc
         else:
-            from google.cloud import storage
+            from google.cloud import storage  # type: ignore[attr-defined]
 
             storage.Client().bucket(bucket).blob(key).download_to_filename(str(path))
         yield path
@@ -121,7 +121,7 @@ def local_output(uri: str) -> Iterator[Path]:
 
             boto3.client("s3").upload_file(str(path), bucket, key)  # multipart past 8 MiB
         else:
-            from google.cloud import storage
+            from google.cloud import storage  # type: ignore[attr-defined]
 
             storage.Client().bucket(bucket).blob(key).upload_from_filename(str(path))
 
@@ -273,15 +273,18 @@ class _Writer:
         if len(keep) < len(columns):
             columns = [columns[i] for i in keep]
             rows = [[r[i] for i in keep if i < len(r)] for r in rows]
+        width = len(columns)
+        # A line of the wrong width (or unreadable) is kept whole in the first column, so every
+        # output row has the header's width and nothing of the input is lost.
+        rows = [r if len(r) == width else [",".join("" if v is None else str(v) for v in r), *[""] * (width - 1)]
+                for r in rows]
         prices = [a.get("price") for a in answers]
         errors = [a["error"]["message"] if "error" in a else None for a in answers]
         if self.parquet:
             import pyarrow as pa
             import pyarrow.parquet as pq
 
-            width = len(columns)
-            data = {c: [None if (v := (r[i] if i < len(r) else None)) is None else str(v) for r in rows]
-                    for i, c in enumerate(columns[:width])}
+            data = {c: [None if r[i] is None else str(r[i]) for r in rows] for i, c in enumerate(columns)}
             table = pa.table({**data, OUTPUT_COLUMNS[0]: pa.array(prices, pa.float64()),
                               OUTPUT_COLUMNS[1]: pa.array(errors, pa.string())})
             if self._pq is None:
