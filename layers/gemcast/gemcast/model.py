@@ -783,18 +783,30 @@ class TreeEnsembleModel(Model):
             # a_i = 1: phi_i = (1 - b_i) int prod_{j != i} g_j = int P * h1_i.
             h1[rows, slot] = (1.0 - b)[:, None] / g1
             np.add.at(C, rows, log_g0)
+            inv1mt = 1.0 / (1.0 - t)
+            # The per-input sums of the kernel are matrix products: onehot[f, entry] = 1 where
+            # entry (leaf, slot) holds input f (a spare slot holds none), and incidence[f, l] = 1
+            # where leaf l has input f on its path.
+            real = fidx < F
+            leaf_of, slot_of = np.nonzero(real)
+            onehot = np.zeros((F, L * K))
+            onehot[fidx[real], leaf_of * K + slot_of] = 1.0
+            incidence = np.zeros((F, L))
+            incidence[fidx[real], leaf_of] = 1.0
             groups.append(
                 {
                     "column": column,
                     "lo": lo,
                     "hi": hi,
-                    "fidx": fidx.ravel(),
                     "C": C,
                     "DT": np.ascontiguousarray(D.transpose(0, 2, 1)),  # (L, q, K)
-                    "h1": h1,  # (L, K, q)
+                    # h1 + 1/(1 - t): the a_i = 1 weights with the a_i = 0 term added back (see below).
+                    "h1w": h1 + inv1mt[None, None, :],
                     "vw": value[leaves, None] * w[None, :],
                     # a_i = 0: phi_i = -b_i int prod_{j != i} g_j = -int P / (1 - t).
-                    "inv1mt": 1.0 / (1.0 - t),
+                    "inv1mt": inv1mt,
+                    "onehot": onehot,  # (F, L * K)
+                    "incidence": incidence,  # (F, L)
                 }
             )
         self._leaves = {
@@ -823,11 +835,12 @@ class TreeEnsembleModel(Model):
         for start in range(0, n, block):
             za = ZaT[:, start : start + block]
             s = za.shape[1]
-            acc = np.zeros((F + 1) * s)
+            acc = np.zeros((F, s))
             for g in lt["groups"]:
                 L, q, K = g["DT"].shape
                 xv = za[g["column"]]  # (L, K, s)
-                on = (xv > g["lo"][..., None]) & (xv <= g["hi"][..., None])
+                on = xv > g["lo"][..., None]
+                on &= xv <= g["hi"][..., None]
                 onf = on.astype(np.float64)
                 # log P[l, q, s] = C[l, q] + sum_k D[l, k, q] on[l, k, s]: per leaf a small matmul
                 # (einsum's loop beats matmul's per-leaf dispatch for one stone, not for many).
@@ -838,15 +851,19 @@ class TreeEnsembleModel(Model):
                 logP += g["C"][:, :, None]
                 Mq = np.exp(logP, out=logP)
                 Mq *= g["vw"][:, :, None]
+                # Entry (l, k) adds with_i where the stone is on the path (a = 1) and -without_l
+                # where not: on * (with_i + without_l) - without_l. The first part is a matmul and
+                # a product, summed per input by onehot; the second is the same for every slot of
+                # a leaf, so per input it is incidence @ without.
+                without = np.einsum("q,lqs->ls", g["inv1mt"], Mq)
                 if s == 1:
-                    with_i = np.einsum("lkq,lq->lk", g["h1"], Mq[:, :, 0])[:, :, None]
+                    both = np.einsum("lkq,lq->lk", g["h1w"], Mq[:, :, 0])[:, :, None]
                 else:
-                    with_i = np.matmul(g["h1"], Mq)  # (L, K, s)
-                without_i = np.einsum("q,lqs->ls", g["inv1mt"], Mq)
-                contrib = np.where(on, with_i, -without_i[:, None, :])
-                index = g["fidx"].reshape(L, K, 1) * s + np.arange(s)
-                acc += np.bincount(index.ravel(), weights=contrib.ravel(), minlength=(F + 1) * s)
-            phi[start : start + s] = acc.reshape(F + 1, s)[:F].T
+                    both = np.matmul(g["h1w"], Mq)  # (L, K, s)
+                both *= onf
+                acc += g["onehot"] @ both.reshape(L * K, s)
+                acc -= g["incidence"] @ without
+            phi[start : start + s] = acc.T
         return self.base_log, phi
 
 
