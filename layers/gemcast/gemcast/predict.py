@@ -112,18 +112,23 @@ def csv_stone(cells: Sequence[str], header: Sequence[str] | None) -> Any:
     anything else stays text for check_stone to word. A line of the wrong width is Unreadable.
     """
     if header is not None:
-        return {h: _number_or_text(c) for h, c in zip(header, cells, strict=False) if h in _FEATURE_SET}
+        return {h: _number_or_text(c) if h in _NUMERIC_SET else c
+                for h, c in zip(header, cells, strict=False) if h in _FEATURE_SET}
     if len(cells) != len(FEATURES):
         return Unreadable(Problem("row", f"has {len(cells)} fields, expected {len(FEATURES)}: {','.join(FEATURES)}"))
-    return {f: _number_or_text(c) for f, c in zip(FEATURES, cells, strict=True)}
+    return {f: _number_or_text(c) if f in _NUMERIC_SET else c for f, c in zip(FEATURES, cells, strict=True)}
 
 
 _FEATURE_SET = frozenset(FEATURES)
+_NUMERIC_SET = frozenset(NUMERIC)
 
 
 def _number_or_text(cell: str) -> Any:
-    value = as_finite(cell)
-    return cell if value is None else value
+    try:
+        value = float(cell)
+    except ValueError:
+        return cell
+    return value if value - value == 0.0 else cell  # finite: inf - inf and nan - nan are nan
 
 
 def parse_instances(body: Any, *, max_stones: int | None = MAX_BATCH) -> tuple[list[Any], bool]:

@@ -196,40 +196,85 @@ class _Progress:
             sys.stderr.write("\n")
 
 
-def score_file(input_uri: str, output_uri: str, predictor: Any, *, block_rows: int = BLOCK_ROWS,
-               progress: bool | None = None) -> ScoreSummary:
-    """Price every row of a CSV or Parquet file into ``output_uri`` (CSV or Parquet by its name)."""
+def _price_csv_block(header: list[str] | None, block: list[tuple[list[str], Any]]
+                     ) -> tuple[list[list[str]], list[dict[str, Any]]]:
     from gemcast.predict import Unreadable, csv_stone
+
+    kept = [(cells, problem) for cells, problem in block if problem is not None or cells]
+    stones = [Unreadable(problem) if problem is not None else csv_stone(cells, header) for cells, problem in kept]
+    answers = _PREDICTOR.price(stones, reasons=False) if stones else []
+    return [cells for cells, _ in kept], answers
+
+
+_PREDICTOR: Any = None  # the predictor of the running score_file, inherited by its forked workers
+
+
+def _in_order(jobs: Iterator[tuple[Any, ...]], fn: Any, workers: int) -> Iterator[Any]:
+    """fn(*job) for each job, in order; on ``workers`` forked processes, a few jobs ahead at most
+    (so memory stays flat however long the file)."""
+    if workers <= 1:
+        for job in jobs:
+            yield fn(*job)
+        return
+    import collections
+    import multiprocessing
+
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        pending: collections.deque[Any] = collections.deque()
+        for job in jobs:
+            pending.append(pool.apply_async(fn, job))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
+
+
+def score_file(input_uri: str, output_uri: str, predictor: Any, *, block_rows: int = BLOCK_ROWS,
+               progress: bool | None = None, workers: int | None = None) -> ScoreSummary:
+    """Price every row of a CSV or Parquet file into ``output_uri`` (CSV or Parquet by its name).
+
+    ``workers`` processes price blocks side by side (default: the machine's cores), each block
+    answered in its place; the reading and writing stay in this process.
+    """
+    global _PREDICTOR
     from gemcast.schema import FEATURES
 
     summary = ScoreSummary(input_uri, output_uri, model_version=predictor.version)
     started = time.monotonic()
+    workers = workers if workers is not None else min(4, os.cpu_count() or 1)
+    predictor.model.fast_predictor()  # built once, before any fork
+    _PREDICTOR = predictor
     with local_input(input_uri) as source, local_output(output_uri) as target:
         size = source.stat().st_size
         meter = _Progress(size, sys.stderr.isatty() if progress is None else progress)
         writer = _Writer(target, parquet=_is_parquet(output_uri))
         try:
             if _is_parquet(input_uri):
+                total = max(1, _parquet_rows(source))
                 for records in _parquet_blocks(source, block_rows):
                     answers = predictor.price(records, reasons=False)
                     columns = list(records[0]) if records else list(FEATURES)
                     writer.write(columns, [[r.get(c) for c in columns] for r in records], answers)
                     _count(summary, answers)
-                    meter.show(summary.rows, size * summary.rows // max(1, _parquet_rows(source)))
+                    meter.show(summary.rows, size * summary.rows // total)
             else:
                 done = 0
-                for header, block in _csv_blocks(source, block_rows):
-                    kept = [(cells, problem) for cells, problem in block if problem is not None or cells]
-                    stones = [Unreadable(problem) if problem is not None else csv_stone(cells, header)
-                              for cells, problem in kept]
-                    answers = predictor.price(stones, reasons=False) if stones else []
-                    writer.write(header or list(FEATURES), [cells for cells, _ in kept], answers)
+                headers: list[list[str] | None] = []
+
+                def jobs() -> Iterator[tuple[Any, ...]]:
+                    for header, block in _csv_blocks(source, block_rows):
+                        headers.append(header)
+                        yield header, block
+
+                for cells, answers in _in_order(jobs(), _price_csv_block, workers):
+                    writer.write(headers[0] or list(FEATURES), cells, answers)
                     _count(summary, answers)
-                    done += sum(len(",".join(cells)) + 1 for cells, _ in block)
+                    done += sum(len(",".join(c)) + 1 for c in cells)
                     meter.show(summary.rows, done)
         finally:
             writer.close()
             meter.end()
+            _PREDICTOR = None
     summary.seconds = time.monotonic() - started
     return summary
 
