@@ -3,6 +3,7 @@
 Routes (every predict route answers the stones of its request in order, each with its price or
 its own error):
 
+- ``GET /openapi.json``: this contract as OpenAPI (gemcast.serving_openapi).
 - SageMaker container contract: ``GET /ping``, ``POST /invocations``, ``GET
   /execution-parameters`` (what Batch Transform asks a container for its strategy and payload
   size); port 8080 or ``SAGEMAKER_BIND_TO_PORT`` (see gemcast.container).
@@ -255,6 +256,10 @@ class ModelApp:
                 return self._json(start_response, 200, {"status": "healthy", "model_version": self.predictor.version})
             if path == "/execution-parameters" and method == "GET":
                 return self._json(start_response, 200, self.execution_parameters())
+            if path == "/openapi.json" and method == "GET":
+                from gemcast.serving_openapi import document
+
+                return self._json(start_response, 200, document())
             if path in self.predict_routes or _RUNTIME_PATH.match(path) or vertex:
                 if method != "POST":
                     raise RequestError(405, f"{path} takes POST")
