@@ -308,3 +308,18 @@ def test_a_graceful_stop_ends_every_worker_cleanly(tmp_path: Path) -> None:
 
 def invoke_with(session: requests.Session, url: str, body: Any) -> requests.Response:
     return session.post(url, data=json.dumps(body), headers={"Content-Type": "application/json"}, timeout=30)
+
+
+def test_the_aiplatform_client_reads_a_refusal_as_vertex_gives_it(server: ModelServer) -> None:
+    from google.api_core import exceptions as gexc
+    from google.protobuf import json_format, struct_pb2
+
+    from gemcast.gcp import endpoint_path, prediction_client
+
+    client = prediction_client(server.url, 10)
+    path = endpoint_path("p", "us-central1", "e")
+    answer = client.predict(endpoint=path, instances=[json_format.ParseDict(STONE, struct_pb2.Value())])
+    assert answer.predictions[0]["price"] > 0
+    with pytest.raises(gexc.BadRequest) as refused:
+        client.predict(endpoint=path, instances=[])  # the client sends {} for an empty list
+    assert "no stones" in refused.value.message

@@ -122,3 +122,12 @@ def test_an_unterminated_quote_or_a_nul_byte_spoils_only_its_line_and_is_kept_wi
     assert "quote" in lines[3] and "NUL" in lines[4]
     assert result.reason_counts() == {"row: NUL byte": 1, "row: unreadable CSV": 1}
     assert "\\u0000" in result.rejected_jsonl()  # the damaged line itself is kept
+
+
+def test_rows_with_numbers_at_the_edge_of_floating_point_are_rejected_with_their_reasons():
+    underflow = "0.7,Ideal,E,VS1,61.8,56,2757,1e-200,1e-200,1e-200\n"
+    huge = f"{10**400},Ideal,E,VS1,61.8,56,2757,5.7,5.73,3.53\n"
+    text = HEADER + ROW + underflow + huge
+    result = clean_csv(text)
+    assert len(result.accepted) == 1 and [r.line for r in result.rejected] == [3, 4]
+    assert "carat" in {p.field for p in result.rejected[1].problems}

@@ -57,3 +57,12 @@ def test_vertex_parameters_travel_with_the_instances() -> None:
     assert stones == [EXAMPLE_STONE] and not single and options.reasons is False
     stones, single, options = parse_request(EXAMPLE_STONE)
     assert single and options.reasons is True
+
+
+def test_the_api_and_the_model_server_refuse_edge_numbers_per_stone_without_raising() -> None:
+    edges = [{**EXAMPLE_STONE, "x": 1e-200, "y": 1e-200, "z": 1e-200}, {**EXAMPLE_STONE, "carat": 10**400},
+             {**EXAMPLE_STONE, "y": 5e-324}, {**EXAMPLE_STONE, "depth": float("nan")}, EXAMPLE_STONE]
+    errors, valid = validate_stones(edges)  # the API's check (no numpy)
+    batch_errors, X, valid_at = validate_batch(edges)  # the model server's
+    assert errors == batch_errors and valid_at == [4] and len(valid) == 1
+    assert all(e is not None and e["fields"] for e in errors[:4])
