@@ -41,7 +41,8 @@ class ReferenceServer(StandInServer):
     default_timeout_s = 60.0
 
     def __init__(self, model_path: str, **kwargs: Any) -> None:
-        super().__init__(extra_env={"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}, **kwargs)
+        env = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+        super().__init__(extra_env=env, **kwargs)
         self.model_path = model_path
 
     def command(self) -> list[str]:
@@ -97,9 +98,12 @@ def run() -> dict[str, Any]:
         from gemcast.predict import Predictor
         from gemcast.registry import Registry
 
+        from threadpoolctl import threadpool_limits
+
         loaded = Registry(registry).load_champion()
         predictor = Predictor(loaded.model, loaded.version)
         loaded.model.fast_predictor()
+        limits = threadpool_limits(1)  # one BLAS/OpenMP thread, as in each serving worker
         for stone in stones[:20]:  # warm up
             predictor.price([stone])
         one_samples = []
@@ -110,12 +114,13 @@ def run() -> dict[str, Any]:
         one_samples.sort()
         one_in_process = {"p50_ms": round(one_samples[150], 4), "p99_ms": round(one_samples[296], 4), "n": 300}
         thousand_in_process = time_calls(lambda: predictor.price(stones), repeat=5, warmup=1)
+        limits.unregister()
 
         json_h = {"Content-Type": "application/json"}
         csv_h = {"Content-Type": "text/csv", "Accept": "text/csv"}
         results: dict[str, Any] = {"model_version": loaded.version, "n_trees": loaded.model.n_trees}
         with ModelServer(registry, workers=2) as server, \
-                ReferenceServer(str(reference_model), extra_env={"PYTHONPATH": str(REPO)}) as reference:
+                ReferenceServer(str(reference_model)) as reference:
             session = requests.Session()
             inv, ref = f"{server.url}/invocations", f"{reference.url}/invocations"
 

@@ -66,3 +66,14 @@ def test_the_api_and_the_model_server_refuse_edge_numbers_per_stone_without_rais
     batch_errors, X, valid_at = validate_batch(edges)  # the model server's
     assert errors == batch_errors and valid_at == [4] and len(valid) == 1
     assert all(e is not None and e["fields"] for e in errors[:4])
+
+
+def test_small_and_large_batches_are_checked_alike() -> None:
+    rng = random.Random(5)
+    stones = [random_stone(rng) for _ in range(40)]
+    big_errors, big_X, big_at = validate_batch(stones)
+    for start in range(0, 40, 8):
+        errors, X, at = validate_batch(stones[start:start + 8])
+        assert errors == big_errors[start:start + 8]
+        assert [start + i for i in at] == [i for i in big_at if start <= i < start + 8]
+        assert (X == big_X[[big_at.index(start + i) for i in at]]).all()

@@ -809,8 +809,30 @@ class TreeEnsembleModel(Model):
                     "incidence": incidence,  # (F, L)
                 }
             )
+        # The path tests as comparisons of small integers: per (augmented) input column the
+        # sorted thresholds of every path interval, a stone's bin in them (how many lie below its
+        # value), and each interval as bin bounds. x > lo and x <= hi hold exactly when
+        # bin(x) > index(lo) and bin(x) <= index(hi), so nothing changes but the work's width.
+        width = 2 * F
+        cuts: list[np.ndarray] = []
+        for c in range(width):
+            values = [np.concatenate([g["lo"][g["column"] == c], g["hi"][g["column"] == c]]) for g in groups]
+            every = np.concatenate(values) if values else np.empty(0)
+            cuts.append(np.unique(every[np.isfinite(every)]))
+        code = np.int16 if max((u.size for u in cuts), default=0) < np.iinfo(np.int16).max - 1 else np.int32
+        for g in groups:
+            lo_bin = np.full(g["lo"].shape, -1, dtype=code)
+            hi_bin = np.empty(g["hi"].shape, dtype=code)
+            for c in np.unique(g["column"]):
+                at = g["column"] == c
+                lo_c, hi_c = g["lo"][at], g["hi"][at]
+                lo_bin[at] = np.where(np.isfinite(lo_c), np.searchsorted(cuts[c], lo_c), -1)
+                hi_bin[at] = np.where(np.isfinite(hi_c), np.searchsorted(cuts[c], hi_c), cuts[c].size)
+            g["lo_bin"], g["hi_bin"] = lo_bin[..., None], hi_bin[..., None]
         self._leaves = {
             "groups": groups,
+            "cuts": cuts,
+            "code": code,
             "n_leaves": int(leaf_node.size),
             "base": self._bias + float((value * leaf_b.prod(axis=1)).sum()),
         }
@@ -827,20 +849,23 @@ class TreeEnsembleModel(Model):
         F = self._F
         n = Z.shape[0]
         # Stones last: every work array below is (leaves, slots or points, stones), contiguous.
-        ZaT = np.ascontiguousarray(self._augmented(Z, always=True).T)
+        ZaT = self._augmented(Z, always=True).T
+        bins = np.empty(ZaT.shape, dtype=lt["code"])  # (columns, stones): each value's bin
+        for c, cuts in enumerate(lt["cuts"]):
+            bins[c] = np.searchsorted(cuts, ZaT[c], side="left")
         phi = np.zeros((n, F))
         # Per stone the largest work arrays hold one value per (leaf, slot).
         cells = max(1, sum(g["lo"].size for g in lt["groups"]))
         block = max(1, _EXPLAIN_BLOCK_CELLS // cells)
         for start in range(0, n, block):
-            za = ZaT[:, start : start + block]
+            za = bins[:, start : start + block]
             s = za.shape[1]
             acc = np.zeros((F, s))
             for g in lt["groups"]:
                 L, q, K = g["DT"].shape
-                xv = za[g["column"]]  # (L, K, s)
-                on = xv > g["lo"][..., None]
-                on &= xv <= g["hi"][..., None]
+                xv = za[g["column"]]  # (L, K, s) bins
+                on = xv > g["lo_bin"]
+                on &= xv <= g["hi_bin"]
                 onf = on.astype(np.float64)
                 # log P[l, q, s] = C[l, q] + sum_k D[l, k, q] on[l, k, s]: per leaf a small matmul
                 # (einsum's loop beats matmul's per-leaf dispatch for one stone, not for many).

@@ -210,6 +210,7 @@ def validate_stones(stones: Sequence[Any]) -> tuple[list[dict[str, Any] | None],
 
 # ----------------------------------------------------------------------------- batches
 
+SMALL_BATCH = 16
 _CODES: dict[str, dict[str, float]] = {f: {g: float(i) for i, g in enumerate(CATEGORIES[f])} for f in CATEGORIES}
 _NUMBER_TYPES = (float, int)
 
@@ -227,6 +228,10 @@ def validate_batch(stones: Sequence[Any]) -> tuple[list[dict[str, Any] | None], 
     import numpy as np
 
     n = len(stones)
+    if n < SMALL_BATCH:  # a few stones: the per-stone check costs less than setting up the columns
+        errors, valid = validate_stones(stones)
+        rows = np.array([encode(v) for v in valid], dtype=np.float64).reshape(len(valid), len(FEATURES))
+        return errors, rows, [i for i, e in enumerate(errors) if e is None]
     plain = np.fromiter((type(s) is dict for s in stones), dtype=bool, count=n)
     X = np.zeros((n, len(FEATURES)))
     ok = plain.copy()
