@@ -95,10 +95,10 @@ def run() -> dict[str, Any]:
         reference_model = tmp / "reference.pkl"
         subprocess.run([sys.executable, "-m", "bench.reference_app", "fit", str(reference_model)], check=True,
                        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+        from threadpoolctl import threadpool_limits
+
         from gemcast.predict import Predictor
         from gemcast.registry import Registry
-
-        from threadpoolctl import threadpool_limits
 
         loaded = Registry(registry).load_champion()
         predictor = Predictor(loaded.model, loaded.version)

@@ -76,4 +76,4 @@ def test_small_and_large_batches_are_checked_alike() -> None:
         errors, X, at = validate_batch(stones[start:start + 8])
         assert errors == big_errors[start:start + 8]
         assert [start + i for i in at] == [i for i in big_at if start <= i < start + 8]
-        assert (X == big_X[[big_at.index(start + i) for i in at]]).all()
+        assert (big_X[[big_at.index(start + i) for i in at]] == X).all()
