@@ -229,9 +229,9 @@ def validate_batch(stones: Sequence[Any]) -> tuple[list[dict[str, Any] | None], 
 
     n = len(stones)
     if n < SMALL_BATCH:  # a few stones: the per-stone check costs less than setting up the columns
-        errors, valid = validate_stones(stones)
+        each, valid = validate_stones(stones)
         rows = np.array([encode(v) for v in valid], dtype=np.float64).reshape(len(valid), len(FEATURES))
-        return errors, rows, [i for i, e in enumerate(errors) if e is None]
+        return each, rows, [i for i, e in enumerate(each) if e is None]
     plain = np.fromiter((type(s) is dict for s in stones), dtype=bool, count=n)
     X = np.zeros((n, len(FEATURES)))
     ok = plain.copy()
