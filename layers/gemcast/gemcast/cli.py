@@ -76,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="registry URI; serves the champion, or --version (default: $REGISTRY_URI)")
     where.add_argument("--model-dir", help="one model package folder URI (REGISTRY/VERSION), e.g. AIP_STORAGE_URI")
     serve.add_argument("--version", help="a pinned model version (default: the champion)")
-    serve.add_argument("--port", type=int, default=None, help="port (default $AIP_HTTP_PORT or 8080)")
+    serve.add_argument("--port", type=int, default=None,
+                       help="port (default $SAGEMAKER_BIND_TO_PORT, $AIP_HTTP_PORT or 8080)")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 in the image)")
     serve.add_argument("--workers", type=int, default=None, help="worker processes (default: cores)")
 
@@ -208,9 +209,10 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from gemcast.container import serve_port
     from gemcast.serving import run_server
 
-    port = args.port if args.port is not None else int(os.environ.get("AIP_HTTP_PORT", "8080"))
+    port = args.port if args.port is not None else int(serve_port(os.environ))
     registry, version = args.registry, args.version
     if args.model_dir:
         registry, _, version = args.model_dir.rstrip("/").rpartition("/")
