@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-SECTIONS = ["training", "compare", "packages", "serving", "load"]
+SECTIONS = ["training", "compare", "packages", "serving", "invocations", "score", "load"]
 
 
 def main(argv: list[str]) -> int:
