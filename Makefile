@@ -21,7 +21,7 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow and not e2e"
 
 demo: $(STAMP)
-	$(BIN)/gemcast up
+	$(BIN)/gemcast-local up
 
 bench: $(STAMP)
 	$(BIN)/python -c "import xgboost" 2>/dev/null || $(BIN)/python -m pip install -q -e '.[bench]'

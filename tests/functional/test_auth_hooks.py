@@ -1,15 +1,13 @@
 """The three Cognito triggers, driven by their events/ files against DynamoDB on moto.
 
-The users table is created from template.yaml (through the local stack's template reader), so
-a key-schema change in the template reaches these tests too.
+The users table is created from template.yaml (the local provisioning), so a key-schema change
+in the template reaches these tests too; the handlers are imported by the local runtime.
 """
 
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
-import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +18,7 @@ import boto3
 import pytest
 
 from gemcast.auth_hooks import SignUpDeniedError, check_sign_up, create_profile, tier_of
-from gemcast_local.template import dynamodb_tables, load_template
+from gemcast_local.runtime import import_handler
 
 REPO = Path(__file__).resolve().parents[2]
 EVENTS = REPO / "events"
@@ -33,26 +31,13 @@ def load_event(name: str) -> dict[str, Any]:
 
 def load_handler(function: str) -> ModuleType:
     """Import functions/<function>/app.py afresh, so it reads the environment of this test."""
-    module_name = f"gemcast_test_{function}_app"
-    sys.modules.pop(module_name, None)
-    spec = importlib.util.spec_from_file_location(module_name, REPO / "functions" / function / "app.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return import_handler(function, {})
 
 
 @pytest.fixture
-def users_table(aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Any:
+def users_table(provisioned: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Any:
     """The template's UsersTable on moto; USERS_TABLE and DEFAULT_TIER set as the template does."""
-    template = load_template(REPO / "template.yaml")
-    (kwargs,) = [
-        t
-        for t in dynamodb_tables(template, name=lambda lid: f"test-{lid}")
-        if t["TableName"] == "test-UsersTable"
-    ]
-    dynamodb = boto3.resource("dynamodb")
-    table = dynamodb.create_table(**kwargs)
+    table = boto3.resource("dynamodb").Table(provisioned["UsersTable"])
     monkeypatch.setenv("USERS_TABLE", table.name)
     monkeypatch.setenv("DEFAULT_TIER", "standard")
     monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "auth_test")

@@ -12,14 +12,8 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from gemcast_local.gateway import (
-    AuthError,
-    CognitoAuthorizer,
-    Resolver,
-    function_environment,
-    proxy_event,
-    routes_from_template,
-)
+from gemcast_local.gateway import AuthError, CognitoAuthorizer, proxy_event, routes_from_template
+from gemcast_local.runtime import function_environment
 from gemcast_local.template import TemplateError, load_template
 
 REPO = Path(__file__).resolve().parents[2]
@@ -49,13 +43,13 @@ def test_function_environment_resolves_the_templates_references(template: dict[s
         "DataBucket": "bucket",
         "InventoryTable": "inv",
     }
-    env = function_environment(template, "PredictProxyFunction", Resolver(values))
+    env = function_environment(template, "PredictProxyFunction", values)
     assert env["PREDICTION_LOG_TABLE"] == "log-table" and env["REGISTRY_URI"] == "s3://bucket/models"
     assert env["ENDPOINT_NAME"] == "gemcast-dev" and env["POWERTOOLS_SERVICE_NAME"] == "predict_proxy"
     with pytest.raises(
         TemplateError, match=r"PredictProxyFunction\.Environment\.\w+: the local stack has no value"
     ):
-        function_environment(template, "PredictProxyFunction", Resolver({"Stage": "dev"}))
+        function_environment(template, "PredictProxyFunction", {"Stage": "dev"})
 
 
 class StaticJWKClient(jwt.PyJWKClient):

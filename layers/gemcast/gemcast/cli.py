@@ -1,4 +1,5 @@
-"""The ``gemcast`` command: train, predict, models, serve, and the local stack.
+"""The ``gemcast`` command: train, predict, models, serve (the local stack's commands are
+``gemcast-local``'s, in gemcast_local: nothing here reaches local code).
 
 Every form prints what scripts rely on (``--json`` where a machine reads it) and exits
 non-zero with a one-line error naming the problem.
@@ -79,26 +80,6 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=None, help="port (default $AIP_HTTP_PORT or 8080)")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 in the image)")
     serve.add_argument("--workers", type=int, default=None, help="worker processes (default: cores)")
-
-    # The local stack (gemcast_local, installed with the repository, not in the layer).
-    up = sub.add_parser("up", help="run the whole AWS stack on this machine (make demo); Ctrl-C stops it")
-    up.add_argument("--api-port", type=int, default=3000, help="local API gateway port (default 3000)")
-    up.add_argument("--state", default=".gemcast", help="state and logs folder (default .gemcast)")
-    up.add_argument("--kind", choices=("gbm", "linear"), default="gbm", help="model kind (default gbm)")
-    up.add_argument("--budget", type=float, default=30.0, help="search budget in seconds (default 30)")
-    up.add_argument("--trials", type=int, default=1, help="training search candidates at most (default 1)")
-    up.add_argument("--cloud", choices=("aws", "gcp"), default="aws",
-                    help="which half to run on its stand-ins (default aws; gcp: make demo-gcp)")
-    trigger = sub.add_parser("trigger", help="the daily training check, now, on the running local stack "
-                             "(a job trains as a local process)")
-    trigger.add_argument("--state", default=".gemcast", help="the local stack's state folder")
-    trigger.add_argument("--kind", choices=("gbm", "linear"), help="model kind of the job")
-    trigger.add_argument("--budget", type=float, help="the job's search budget in seconds")
-    trigger.add_argument("--trials", type=int, help="the job's search candidates at most")
-    token = sub.add_parser("token", help="print an ID token of the running local stack's demo user")
-    token.add_argument("--state", default=".gemcast", help="the local stack's state (default .gemcast)")
-    token.add_argument("--user", help="e-mail of another user of the local pool")
-    token.add_argument("--password", help="that user's password")
 
     return parser
 
@@ -199,42 +180,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return run_server(registry, version=version, host=args.host, port=port, workers=args.workers)
 
 
-def cmd_up(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    if args.cloud == "gcp":
-        from gemcast_local.gcp_stack import GcpStack
-
-        return GcpStack(workdir=Path(args.state) / "gcp", kind=args.kind, train_budget_s=args.budget,
-                        trials=args.trials).run()
-    from gemcast_local.stack import StackConfig, up
-
-    return up(StackConfig(state_dir=Path(args.state), api_port=args.api_port, kind=args.kind,
-                          budget_s=args.budget, trials=args.trials))
-
-
-def cmd_token(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from gemcast_local.stack import token
-
-    print(token(Path(args.state), args.user, args.password))
-    return 0
-
-
-def cmd_trigger(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from gemcast_local.trigger import run_trigger
-
-    train_args = [f"--{name}={value}" for name in ("kind", "budget", "trials")
-                  if (value := getattr(args, name)) is not None]
-    _print_json(run_trigger(state_dir=Path(args.state), train_args=train_args))
-    return 0
-
-
-COMMANDS = {"train": cmd_train, "predict": cmd_predict, "models": cmd_models, "serve": cmd_serve,
-            "up": cmd_up, "token": cmd_token, "trigger": cmd_trigger}
+COMMANDS = {"train": cmd_train, "predict": cmd_predict, "models": cmd_models, "serve": cmd_serve}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
