@@ -416,11 +416,10 @@ class LocalGateway:
                 return route, params
         return None, None
 
-    def context(self, method: str, path: str, request_id: str, source_ip: str,
-                route: Route | None = None) -> dict[str, str]:
+    def context(self, method: str, path: str, request_id: str, source_ip: str) -> dict[str, str]:
         """The ``$context`` variables of a request, for gateway responses and the access log."""
         return {"requestId": request_id, "httpMethod": method, "path": f"/{self.stage}{path}",
-                "resourcePath": route.path if route else "", "stage": self.stage,
+                "resourcePath": "", "stage": self.stage, "integrationLatency": "-",
                 "identity.sourceIp": source_ip,
                 "requestTime": datetime.now(UTC).strftime("%d/%b/%Y:%H:%M:%S +0000")}
 
@@ -432,13 +431,16 @@ class LocalGateway:
 
     def handle(
         self, method: str, target: str, headers: list[tuple[str, str]], body: bytes, source_ip: str,
-        request_id: str | None = None,
+        context: dict[str, str] | None = None,
     ) -> tuple[int, list[tuple[str, str]], bytes]:
-        request_id = request_id or str(uuid.uuid4())
+        """One request's answer. ``context`` (the $context variables) is filled in as it goes."""
         parts = urlsplit(target)
         path = parts.path or "/"
         route, params = self.find_route(method, path)
-        context = self.context(method, path, request_id, source_ip, route)
+        if context is None:
+            context = self.context(method, path, str(uuid.uuid4()), source_ip)
+        request_id = context["requestId"]
+        context["resourcePath"] = route.path if route else ""
         if route is None:
             # API Gateway answers an unknown path or method so, whatever the method (TRACE too).
             return self.refuse(GatewayAnswer("MISSING_AUTHENTICATION_TOKEN", "Missing Authentication Token"),
@@ -461,9 +463,11 @@ class LocalGateway:
         event = proxy_event(route=route, method=method, raw_path=path, query=parts.query, headers=headers,
                             body=body, path_parameters=params, claims=claims, source_ip=source_ip,
                             stage=self.stage, host=host, request_id=request_id)
+        called = time.perf_counter()
         try:
             function = self.function(route.logical_id)
             response = function(event, LambdaContext(route.logical_id, timeout_s=self.timeout_s))
+            context["integrationLatency"] = str(int((time.perf_counter() - called) * 1000))
         except Exception:
             # What API Gateway answers when the function fails; the trace stays in our log.
             logger.error("%s raised on %s %s:\n%s", route.logical_id, method, path, traceback.format_exc())
@@ -558,7 +562,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
         try:
             body = self._read_body()
             status, headers, data = gateway.handle(self.command, self.path, list(self.headers.items()), body,
-                                                   self.client_address[0], request_id)
+                                                   self.client_address[0], context)
         except _BadRequest as bad:
             self.close_connection = bad.close
             status, headers, data = gateway.refuse(bad.answer, context)
@@ -606,9 +610,10 @@ class _RequestHandler(BaseHTTPRequestHandler):
         status, headers, data = self.gateway.refuse(
             GatewayAnswer("DEFAULT_4XX" if code < 500 else "DEFAULT_5XX", message or "Bad Request", status=code),
             context)
-        if not hasattr(self, "command") or self.command is None:
+        if not getattr(self, "command", None):
             self.command = "GET"
-        self.request_version = getattr(self, "request_version", "HTTP/1.1") or "HTTP/1.1"
+        if getattr(self, "request_version", "HTTP/0.9") == "HTTP/0.9":
+            self.request_version = "HTTP/1.1"  # a status line and headers, even for a garbled request
         self._write(status, headers, data)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
