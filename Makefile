@@ -26,8 +26,11 @@ test: $(STAMP) infra-tools browser lint
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow and not e2e"
 
+# DEMO_ARGS passes options, e.g. `make demo DEMO_ARGS="--api-port 3100 --web-port 8150"`.
+DEMO_ARGS ?=
+
 demo: $(STAMP)
-	$(BIN)/gemcast-local up
+	$(BIN)/gemcast-local up $(DEMO_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -c "import xgboost" 2>/dev/null || $(BIN)/python -m pip install -q -e '.[bench]'

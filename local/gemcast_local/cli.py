@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     up = sub.add_parser("up", help="run the whole AWS stack on this machine (make demo); Ctrl-C stops it")
     up.add_argument("--api-port", type=int, default=3000, help="local API gateway port (default 3000)")
+    up.add_argument("--web-port", type=int, default=8050, help="web page port (default 8050)")
     up.add_argument("--state", default=".gemcast", help="state and logs folder (default .gemcast)")
     up.add_argument("--kind", choices=("gbm", "linear"), default="gbm", help="model kind (default gbm)")
     up.add_argument("--budget", type=float, default=30.0, help="search budget in seconds (default 30)")
@@ -54,8 +55,8 @@ def cmd_up(args: argparse.Namespace) -> int:
                         trials=args.trials).run()
     from gemcast_local.stack import StackConfig, up
 
-    return up(StackConfig(state_dir=Path(args.state), api_port=args.api_port, kind=args.kind,
-                          budget_s=args.budget, trials=args.trials))
+    return up(StackConfig(state_dir=Path(args.state), api_port=args.api_port, web_port=args.web_port,
+                          kind=args.kind, budget_s=args.budget, trials=args.trials))
 
 
 def cmd_token(args: argparse.Namespace) -> int:
