@@ -656,6 +656,11 @@ def up(config: StackConfig) -> int:
     stopping = threading.Event()
     try:
         stack.start()
+        # The API's access log (one line a request, in the template's format) goes to its own
+        # file, as API Gateway's goes to its log group, not between the banner's lines.
+        access = logging.getLogger("gemcast.gateway.access")
+        access.addHandler(logging.FileHandler(stack.logs / "api-access.log"))
+        access.propagate = False
         print(stack.banner(), flush=True)
         while not stopping.wait(1.0):
             stack.tick()

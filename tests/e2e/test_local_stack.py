@@ -124,6 +124,9 @@ def test_a_bad_stone_is_a_400_with_field_names(stack: LocalStack, id_token: str)
     answer = api(stack, "POST", "/v1/predictions", id_token, {**STONE, "carat": 60, "color": "Q"})
     assert answer.status_code == 400
     assert {"carat", "color"} <= set(answer.json()["error"]["fields"])
+    # "²" is a digit to str.isdigit, not to int(): a clear 400 naming the field, not a 502.
+    mine = api(stack, "GET", "/v1/predictions/mine?limit=%C2%B2", id_token)
+    assert mine.status_code == 400 and "limit" in mine.json()["error"]["fields"]
 
 
 def test_the_printed_commands_work_as_printed(stack: LocalStack) -> None:
