@@ -1,4 +1,4 @@
-"""``gemcast-local``: the local stack's commands (``up``, ``token``, ``trigger``).
+"""``gemcast-local``: the local stack's commands (``up``, ``token``, ``trigger``, ``drift``).
 
 They live here, not in the gemcast package's ``gemcast`` command, because the layer, the image
 and the GCP functions ship gemcast without gemcast_local.
@@ -7,6 +7,7 @@ and the GCP functions ship gemcast without gemcast_local.
     gemcast-local up --cloud gcp     # make demo-gcp
     TOKEN=$(gemcast-local token)     # an ID token of the demo user
     gemcast-local trigger            # the daily training check, now
+    gemcast-local drift              # the drift check of the prediction log; on alarm, the trigger
 """
 
 from __future__ import annotations
@@ -40,6 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     trigger.add_argument("--kind", choices=("gbm", "linear"), help="model kind of the job")
     trigger.add_argument("--budget", type=float, help="the job's search budget in seconds")
     trigger.add_argument("--trials", type=int, help="the job's search candidates at most")
+    drift = sub.add_parser("drift", help="the drift check, now, on the running local stack's prediction log; "
+                           "on alarm, the training trigger")
+    drift.add_argument("--state", default=".gemcast", help="the local stack's state folder")
+    drift.add_argument("--event", help="an event file (window_end, window_hours) instead of the last day")
+    drift.add_argument("--kind", choices=("gbm", "linear"), help="model kind of a retraining job")
+    drift.add_argument("--budget", type=float, help="that job's search budget in seconds")
     token = sub.add_parser("token", help="print an ID token of the running local stack's demo user")
     token.add_argument("--state", default=".gemcast", help="the local stack's state (default .gemcast)")
     token.add_argument("--user", help="e-mail of another user of the local pool")
@@ -75,7 +82,16 @@ def cmd_trigger(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"up": cmd_up, "token": cmd_token, "trigger": cmd_trigger}
+def cmd_drift(args: argparse.Namespace) -> int:
+    from gemcast_local.drift import run_drift
+
+    train_args = [f"--{name}={value}" for name in ("kind", "budget") if (value := getattr(args, name)) is not None]
+    print(json.dumps(run_drift(state_dir=Path(args.state), event_file=Path(args.event) if args.event else None,
+                               train_args=train_args), indent=2, sort_keys=True))
+    return 0
+
+
+COMMANDS = {"up": cmd_up, "token": cmd_token, "trigger": cmd_trigger, "drift": cmd_drift}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
