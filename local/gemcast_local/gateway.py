@@ -574,12 +574,17 @@ class _RequestHandler(BaseHTTPRequestHandler):
             # The stand-in must answer every request with a status, as API Gateway does.
             logger.error("gateway fault on %s %s:\n%s", self.command, self.path, traceback.format_exc())
             status, headers, data = gateway.refuse(GatewayAnswer("DEFAULT_5XX", "Internal server error"), context)
+        self._access_log(context, status, headers, data, started)
         self._write(status, headers, data)
+
+    def _access_log(self, context: dict[str, str], status: int, headers: list[tuple[str, str]], data: bytes,
+                    started: float) -> None:
+        """The request's line in the template's access-log format (logged before the answer is sent,
+        so a client that has its answer finds its line)."""
         context.update(status=str(status), responseLength=str(len(data)),
                        responseLatency=str(int((time.perf_counter() - started) * 1000)))
-        error_type = next((v for k, v in headers if k == "x-amzn-ErrorType"), "")
-        context.update({"error.responseType": error_type})
-        access_logger.info(gateway.responses.access_line(context))
+        context["error.responseType"] = next((v for k, v in headers if k == "x-amzn-ErrorType"), "")
+        access_logger.info(self.gateway.responses.access_line(context))
 
     def _write(self, status: int, headers: list[tuple[str, str]], data: bytes) -> None:
         try:
@@ -614,6 +619,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self.command = "GET"
         if getattr(self, "request_version", "HTTP/0.9") == "HTTP/0.9":
             self.request_version = "HTTP/1.1"  # a status line and headers, even for a garbled request
+        self._access_log(context, status, headers, data, time.perf_counter())
         self._write(status, headers, data)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
