@@ -26,7 +26,7 @@ from gemcast.aws import (
 )
 from gemcast.log_overflow import LOG_PREFIX, REF_FIELD, UNAVAILABLE_FIELD, record_key
 from gemcast.storage import S3Storage
-from gemcast_local.stack import create_resources
+from gemcast_local.provision import provision
 from gemcast_local.template import load_template
 
 REPO = Path(__file__).resolve().parents[2]
@@ -46,7 +46,7 @@ def record(request_id: str, *, noise_bytes: int = 0, caller: str = "user-1") -> 
 
 @pytest.fixture
 def resources(aws_env: dict[str, str]) -> dict[str, Any]:
-    values = create_resources(load_template(REPO / "template.yaml"), boto3.client, aws_env["AWS_DEFAULT_REGION"])
+    values = provision(load_template(REPO / "template.yaml"), boto3.client, aws_env["AWS_DEFAULT_REGION"])
     return {
         "table": boto3.resource("dynamodb").Table(values["PredictionLogTable"]),
         "bucket": values["DataBucket"],

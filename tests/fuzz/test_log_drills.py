@@ -22,7 +22,8 @@ from gemcast.aws import from_item, records_from_dead_letters
 from gemcast.log_overflow import LOG_PREFIX
 from gemcast.schema import EXAMPLE_STONE
 from gemcast.storage import S3Storage
-from gemcast_local.stack import LocalStack, create_resources, local_name
+from gemcast_local.provision import local_name, provision
+from gemcast_local.stack import LocalStack
 from gemcast_local.template import dynamodb_tables, sqs_queues
 from tests.fuzz.conftest import plain_item
 
@@ -196,5 +197,5 @@ def test_with_moto_stopped_prices_are_refused_at_once_and_come_back_with_it(
         assert UNRECORDED in answer.json()["error"]["message"] and time.monotonic() - started < 20
     finally:
         stack.moto.start()
-        create_resources(stack.template, stack.client, stack.config.region, stack.config.parameters)
+        provision(stack.template, stack.client, stack.config.region, stack.config.parameters)
     assert check_answer(stack, price(api_url, id_token)) == "priced"
