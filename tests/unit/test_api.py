@@ -12,10 +12,11 @@ import pytest
 
 from gemcast.api import handle_predictions
 from gemcast.errors import EndpointError, NotFoundError
+from gemcast.metrics import record_request
+from gemcast.models_info import current_model
 from gemcast.openapi import document, stone_schema
 from gemcast.predict import MAX_BATCH
 from gemcast.registry import ModelPackage, Registry
-from gemcast.routes import current_model, record_request
 from gemcast.schema import CATEGORIES, EXAMPLE_STONE, EXCLUSIVE_LOW, FEATURES, RANGES, check_stone
 
 STONE = EXAMPLE_STONE
