@@ -49,8 +49,7 @@ from gemcast_local.gateway import (
     function_environment,
     import_function,
     parameter_defaults,
-    require_routes,
-    routes_from_template,
+    table_routes,
 )
 from gemcast_local.servers import HOST, MotoServer, StandInServer, free_port, stop_on_interrupt
 from gemcast_local.template import (
@@ -69,7 +68,6 @@ REPO = Path(__file__).resolve().parents[2]
 LOCAL_PREFIX = "gemcast-local"
 DEMO_EMAIL = "demo@example.com"
 DEMO_PASSWORD = "Gemcast-Demo-2024"  # meets the template's password policy
-REQUIRED_ROUTES = [("POST", "/v1/predictions"), ("GET", "/v1/diamonds/similar"), ("GET", "/v1/health")]
 SAMPLE_STONE = EXAMPLE_STONE
 
 
@@ -482,8 +480,7 @@ class LocalStack:
 
     def _start_gateway(self) -> None:
         assert self.moto is not None
-        routes = routes_from_template(self.template)
-        require_routes(routes, REQUIRED_ROUTES)
+        routes = table_routes(self.template)
         issuer = f"https://cognito-idp.{self.config.region}.amazonaws.com/{self.user_pool_id}"
         authorizer = CognitoAuthorizer(self.moto.jwks_url(self.user_pool_id), issuer, {self.client_id})
         stage = self.resolver.values.get("Stage", "dev")
