@@ -11,9 +11,10 @@
 #                                                   datastore.user (project: snapshots),
 #                                                   gemcastTrainingLauncher (project: customJobs create/get/list),
 #                                                   iam.serviceAccountUser (on gemcast-training only)
-#  gemcast-predict         predict                  gemcastPredictor (project: endpoints.predict),
-#                                                   datastore.user (project: prediction log)
-#  gemcast-similar         similar                  datastore.viewer (project: reads inventory)
+#  gemcast-api             api (every API route)    gemcastPredictor (project: endpoints.predict),
+#                                                   datastore.user (project: prediction log, inventory),
+#                                                   storage.objectViewer (bucket: models/ for the
+#                                                   model routes)
 #  gemcast-before-create   before_create            none: checks the e-mail domain from its env
 #  gemcast-before-sign-in  before_sign_in           none
 #  gemcast-scheduler       Cloud Scheduler job      run.invoker (on trigger_training only)
@@ -30,8 +31,7 @@
 FUNCTION_SAS=(
   "ingest_upload|gemcast-ingest-upload"
   "trigger_training|gemcast-trigger-train"
-  "predict|gemcast-predict"
-  "similar|gemcast-similar"
+  "api|gemcast-api"
   "before_create|gemcast-before-create"
   "before_sign_in|gemcast-before-sign-in"
 )
@@ -43,15 +43,15 @@ BUCKET_BINDINGS=(
   "gemcast-trigger-train|roles/storage.objectViewer"
   "gemcast-training|roles/storage.objectUser"
   "gemcast-serving|roles/storage.objectViewer"
+  "gemcast-api|roles/storage.objectViewer"
 )
 # "account|role" pairs granted on the project (no narrower scope exists for these services).
 PROJECT_BINDINGS=(
   "gemcast-ingest-upload|roles/datastore.user"
   "gemcast-trigger-train|roles/datastore.user"
   "gemcast-trigger-train|projects/${PROJECT}/roles/gemcastTrainingLauncher"
-  "gemcast-predict|projects/${PROJECT}/roles/gemcastPredictor"
-  "gemcast-predict|roles/datastore.user"
-  "gemcast-similar|roles/datastore.viewer"
+  "gemcast-api|projects/${PROJECT}/roles/gemcastPredictor"
+  "gemcast-api|roles/datastore.user"
   "gemcast-eventarc|roles/eventarc.eventReceiver"
 )
 # "custom role id|definition file"
