@@ -438,71 +438,103 @@ class GcpStack:
     def say(self, text: str) -> None:
         print(f"[gemcast gcp] {text}", flush=True)
 
+    identity: FirebaseAuthEmulator | None = None
+    webapp: StandInServer | None = None
+    jobs: LocalVertexJobs | None = None
+    _servers: dict[str, StandInServer] = field(default_factory=dict)
+
     def run(self) -> int:
+        """Start, print the banner, wait for Ctrl-C, stop: ``make demo-gcp``."""
         stop_on_interrupt()
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        jobs: LocalVertexJobs | None = None
         try:
-            self.say("starting the Firestore, Cloud Storage and Firebase Auth emulators")
-            gcs, firestore, identity = self.group.start(
-                GcsEmulator(project=PROJECT), FirestoreEmulator(project=PROJECT),
-                FirebaseAuthEmulator(log_path=self.workdir / "firebase-auth.log"))
-            assert isinstance(identity, FirebaseAuthEmulator)
-            emulators = self.group.env()
-            os.environ.update(emulators)
-            from google.cloud import storage  # type: ignore[attr-defined]
-
-            bucket = storage.Client(project=PROJECT).create_bucket(BUCKET)
-            # The job runs the CustomJob's args; a laptop adds a smaller search than the cloud's.
-            laptop = ["--kind", self.kind, "--budget", str(self.train_budget_s), "--trials", str(self.trials)]
-            runner = LocalVertexJobs(env=emulators, extra_args=laptop, log_dir=self.workdir)
-            jobs = runner
-            runner.start()
-            serve_port = free_port()
-            self.say(f"starting the {len(ENTRY_POINTS)} Cloud Functions under functions-framework")
-            for target in ENTRY_POINTS:
-                # trigger_training's Vertex AI is the jobs stand-in; the API's is the serving process.
-                vertex = runner.url if target == "trigger_training" else f"http://{HOST}:{serve_port}"
-                self.functions[target] = FunctionServer(target, env=function_env(
-                    emulators=emulators, vertex_api_endpoint=vertex), log_path=self.workdir / f"{target}.log")
-            self.group.start(*self.functions.values())
-            identity.use_blocking_functions(self.functions["before_create"].url,
-                                            self.functions["before_sign_in"].url)
-
-            blob_name = f"raw/{self.data.name}"
-            self.say(f"uploading {self.data} to gs://{BUCKET}/{blob_name}")
-            bucket.blob(blob_name).upload_from_filename(str(self.data), content_type="text/csv")
-            self.say("ingest_upload <- object finalized CloudEvent")
-            post_cloud_event(self.functions["ingest_upload"].url,
-                             storage_event(BUCKET, blob_name, self.data.stat().st_size))
-            self.say("trigger_training <- Cloud Scheduler POST; Vertex AI CustomJob runs `train` locally")
-            answer = _post_json(self.functions["trigger_training"].url, {"source": "schedule"})
-            if answer.get("started"):
-                job = runner.jobs[answer["job"]["job_name"]]
-                self.say(f"training: {' '.join(job.args)} (log {job.log_path})")
-                state = runner.wait(job)
-                if state != "JOB_STATE_SUCCEEDED":
-                    self.say(f"training failed ({state}); see {job.log_path}")
-                    return 1
-            else:
-                self.say(f"no training needed: {answer.get('reason')}")
-            self.say("starting the serving process (the Vertex AI endpoint) and the web page")
-            webapp = WebAppServer(extra_env=webapp_env(self.functions["api"].url, identity),
-                                  log_path=self.workdir / "webapp.log")
-            self.group.start(ServingProcess(f"gs://{BUCKET}/models", port=serve_port,
-                                            log_path=self.workdir / "serve.log"), webapp)
-            self.say(f"demo user {self.demo_email}: accounts:signUp (beforeCreate runs)")
-            identity.sign_up(self.demo_email, self.demo_password)
-            print(self.banner(identity, webapp, gcs, firestore), flush=True)
+            if not self.start():
+                return 1
+            assert self.identity is not None and self.webapp is not None
+            print(self.banner(self.identity, self.webapp, self._servers["gcs"], self._servers["firestore"]),
+                  flush=True)
             while True:
                 time.sleep(3600)
         except KeyboardInterrupt:
             self.say("stopping")
             return 0
         finally:
-            self.group.stop()
-            if jobs is not None:
-                jobs.stop()
+            self.stop()
+
+    def start(self) -> bool:
+        """Everything up and the data flow run: False when training failed (see its log)."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.say("starting the Firestore, Cloud Storage and Firebase Auth emulators")
+        gcs, firestore, identity = self.group.start(
+            GcsEmulator(project=PROJECT), FirestoreEmulator(project=PROJECT),
+            FirebaseAuthEmulator(log_path=self.workdir / "firebase-auth.log"))
+        assert isinstance(identity, FirebaseAuthEmulator)
+        self.identity = identity
+        self._servers.update(gcs=gcs, firestore=firestore)
+        emulators = self.group.env()
+        os.environ.update(emulators)
+        from google.cloud import storage  # type: ignore[attr-defined]
+
+        bucket = storage.Client(project=PROJECT).create_bucket(BUCKET)
+        # The job runs the CustomJob's args; a laptop adds a smaller search than the cloud's.
+        laptop = ["--kind", self.kind, "--budget", str(self.train_budget_s), "--trials", str(self.trials)]
+        runner = LocalVertexJobs(env=emulators, extra_args=laptop, log_dir=self.workdir)
+        self.jobs = runner
+        runner.start()
+        serve_port = free_port()
+        self.say(f"starting the {len(ENTRY_POINTS)} Cloud Functions under functions-framework")
+        for target in ENTRY_POINTS:
+            # trigger_training's Vertex AI is the jobs stand-in; the API's is the serving process.
+            vertex = runner.url if target == "trigger_training" else f"http://{HOST}:{serve_port}"
+            self.functions[target] = FunctionServer(target, env=function_env(
+                emulators=emulators, vertex_api_endpoint=vertex), log_path=self.workdir / f"{target}.log")
+        self.group.start(*self.functions.values())
+        identity.use_blocking_functions(self.functions["before_create"].url, self.functions["before_sign_in"].url)
+
+        blob_name = f"raw/{self.data.name}"
+        self.say(f"uploading {self.data} to gs://{BUCKET}/{blob_name}")
+        bucket.blob(blob_name).upload_from_filename(str(self.data), content_type="text/csv")
+        self.say("ingest_upload <- object finalized CloudEvent")
+        post_cloud_event(self.functions["ingest_upload"].url,
+                         storage_event(BUCKET, blob_name, self.data.stat().st_size))
+        self.say("trigger_training <- Cloud Scheduler POST; Vertex AI CustomJob runs `train` locally")
+        answer = _post_json(self.functions["trigger_training"].url, {"source": "schedule"})
+        if answer.get("started"):
+            job = runner.jobs[answer["job"]["job_name"]]
+            self.say(f"training: {' '.join(job.args)} (log {job.log_path})")
+            state = runner.wait(job)
+            if state != "JOB_STATE_SUCCEEDED":
+                self.say(f"training failed ({state}); see {job.log_path}")
+                return False
+        else:
+            self.say(f"no training needed: {answer.get('reason')}")
+        self.say("starting the serving process (the Vertex AI endpoint) and the web page")
+        self.webapp = WebAppServer(extra_env=webapp_env(self.functions["api"].url, identity),
+                                   log_path=self.workdir / "webapp.log")
+        self.group.start(ServingProcess(f"gs://{BUCKET}/models", port=serve_port,
+                                        log_path=self.workdir / "serve.log"), self.webapp)
+        self.say(f"demo user {self.demo_email}: accounts:signUp (beforeCreate runs)")
+        identity.sign_up(self.demo_email, self.demo_password)
+        return True
+
+    def stop(self) -> None:
+        self.group.stop()
+        if self.jobs is not None:
+            self.jobs.stop()
+            self.jobs = None
+
+    def __enter__(self) -> GcpStack:
+        try:
+            started = self.start()
+        except BaseException:
+            self.stop()
+            raise
+        if not started:
+            self.stop()
+            raise GemcastError(f"the GCP stack's training failed; see the logs in {self.workdir}")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     def banner(self, identity: FirebaseAuthEmulator, webapp: StandInServer, gcs: StandInServer,
                firestore: StandInServer) -> str:

@@ -12,7 +12,7 @@ from markupsafe import Markup, escape
 from gemcast_web.stones import money
 
 WIDTH, HEIGHT = 640, 210
-LEFT, RIGHT, TOP, BOTTOM = 64, 16, 28, 44
+LEFT, RIGHT, TOP, BOTTOM = 64, 16, 46, 30
 CHAMPION_FILL, OTHER_FILL = "#b8860b", "#6b7f99"
 
 
