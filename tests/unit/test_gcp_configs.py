@@ -89,6 +89,8 @@ def test_env_file_uses_only_config_names_and_valid_values(stage: str) -> None:
     assert settings.registry_uri.startswith(f"gs://{settings.data_bucket}/")
     # A user-chosen Vertex endpoint id that starts with a digit: at most 9 digits, no leading 0.
     assert re.fullmatch(r"[1-9][0-9]{0,8}", settings.vertex_endpoint_id)
+    # Unsigned tokens are accepted only where the Auth emulator stands in: never in a deployed stage.
+    assert not settings.firebase_auth_emulator_host and not settings.identity_certs_url.startswith("http://")
 
 
 def test_stages_use_distinct_projects_buckets_and_endpoints() -> None:
