@@ -449,9 +449,7 @@ class GcpStack:
         try:
             if not self.start():
                 return 1
-            assert self.identity is not None and self.webapp is not None
-            print(self.banner(self.identity, self.webapp, self._servers["gcs"], self._servers["firestore"]),
-                  flush=True)
+            print(self.banner(), flush=True)
             while True:
                 time.sleep(3600)
         except KeyboardInterrupt:
@@ -536,11 +534,14 @@ class GcpStack:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def banner(self, identity: FirebaseAuthEmulator, webapp: StandInServer, gcs: StandInServer,
-               firestore: StandInServer) -> str:
+    def banner(self) -> str:
+        """What the stack prints for its user: addresses, the demo user, a line per route family."""
         from gemcast.routes import by_operation
         from gemcast.schema import EXAMPLE_STONE
 
+        identity, webapp = self.identity, self.webapp
+        assert identity is not None and webapp is not None, "the stack is not started"
+        gcs, firestore = self._servers["gcs"], self._servers["firestore"]
         api = self.functions["api"].url
         stone = json.dumps(EXAMPLE_STONE, separators=(",", ":"))
         sign_in = json.dumps({"email": self.demo_email, "password": self.demo_password, "returnSecureToken": True})

@@ -48,6 +48,7 @@ class Site:
     cloud: str
     url: str
     users: tuple[User, User]
+    banner: str = ""  # what the stack printed for its user (the GCP half's is checked here)
 
 
 def _add_user(aws_env: dict[str, str], pool_id: str, email: str) -> User:
@@ -86,7 +87,7 @@ def site(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
             assert gcp.webapp is not None and gcp.identity is not None
             second = User("second@example.com", "Gem-" + secrets.token_urlsafe(12) + "-9")
             gcp.identity.sign_up(second.email, second.password)
-            yield Site("gcp", gcp.webapp.url, (User(gcp.demo_email, gcp.demo_password), second))
+            yield Site("gcp", gcp.webapp.url, (User(gcp.demo_email, gcp.demo_password), second), gcp.banner())
         return
     from gemcast_local.stack import LocalStack, StackConfig
 
@@ -253,3 +254,20 @@ def test_sign_out_ends_the_session(site: Site, new_page: Any) -> None:
     assert page.get_by_role("status").first.inner_text() == "You are signed out."
     page.goto(site.url + "/requests")
     assert "/signin" in page.url
+
+
+@pytest.mark.parametrize("site", ["gcp"], indirect=True)  # the AWS stack's: tests/e2e/test_local_stack.py
+def test_every_command_the_gcp_stack_prints_works_as_printed(site: Site) -> None:
+    """`make demo-gcp`'s banner: the token line, then each curl line, run by bash as a user would."""
+    import json
+    import subprocess
+    lines = [line.strip() for line in site.banner.splitlines() if line.strip().startswith(("TOKEN=", "curl "))]
+    token_line, *curls = lines
+    assert len(curls) == 4
+    script = "set -euo pipefail\n" + token_line + "\n" + "".join(f"{c}\necho\n" for c in curls)
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120, check=True).stdout
+    priced, similar, mine, models = (json.loads(line) for line in out.splitlines() if line.strip())
+    assert priced["price"] > 0 and priced["reasons"]
+    assert similar["count"] == 3
+    assert [r["route"] for r in mine["predictions"]][:2] == ["GET /v1/diamonds/similar", "POST /v1/predictions"]
+    assert models["champion"] == models["models"][0]["version"]
