@@ -132,10 +132,16 @@ class FirebaseAuthEmulator(StandInServer):
             detail = exc.read().decode("utf-8", "replace")
             raise IdentityError(f"{method} {path}: HTTP {exc.code} {detail}") from exc
 
-    def sign_up(self, email: str, password: str) -> dict[str, Any]:
-        """accounts:signUp, as a new user does (the beforeCreate blocking function runs)."""
-        return self._call("POST", "/identitytoolkit.googleapis.com/v1/accounts:signUp",
-                          {"email": email, "password": password, "returnSecureToken": True})
+    def sign_up(self, email: str, password: str, *, exist_ok: bool = False) -> dict[str, Any]:
+        """accounts:signUp, as a new user does (the beforeCreate blocking function runs);
+        ``exist_ok``: an account of that e-mail already there is fine (its answer is ``{}``)."""
+        try:
+            return self._call("POST", "/identitytoolkit.googleapis.com/v1/accounts:signUp",
+                              {"email": email, "password": password, "returnSecureToken": True})
+        except IdentityError as exc:
+            if exist_ok and "EMAIL_EXISTS" in str(exc):
+                return {}
+            raise
 
     def sign_in(self, email: str, password: str) -> dict[str, Any]:
         """accounts:signInWithPassword: ``idToken``, ``refreshToken`` (beforeSignIn runs)."""
@@ -462,13 +468,16 @@ class GcpStack:
         """Everything up and the data flow run: False when training failed (see its log)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.say("starting the Firestore, Cloud Storage and Firebase Auth emulators")
-        gcs, firestore, identity = self.group.start(
+        # An Auth emulator given to the stack (a test session's) is used, and left running.
+        given = self.identity
+        gcs, firestore, *started = self.group.start(
             GcsEmulator(project=PROJECT), FirestoreEmulator(project=PROJECT),
-            FirebaseAuthEmulator(log_path=self.workdir / "firebase-auth.log"))
+            *([] if given else [FirebaseAuthEmulator(log_path=self.workdir / "firebase-auth.log")]))
+        identity = given or started[0]
         assert isinstance(identity, FirebaseAuthEmulator)
         self.identity = identity
         self._servers.update(gcs=gcs, firestore=firestore)
-        emulators = self.group.env()
+        emulators = {**self.group.env(), **identity.env()}
         os.environ.update(emulators)
         from google.cloud import storage  # type: ignore[attr-defined]
 
@@ -511,7 +520,7 @@ class GcpStack:
         self.group.start(ServingProcess(f"gs://{BUCKET}/models", port=serve_port,
                                         log_path=self.workdir / "serve.log"), self.webapp)
         self.say(f"demo user {self.demo_email}: accounts:signUp (beforeCreate runs)")
-        identity.sign_up(self.demo_email, self.demo_password)
+        identity.sign_up(self.demo_email, self.demo_password, exist_ok=True)
         return True
 
     def stop(self) -> None:

@@ -83,10 +83,12 @@ def site(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
         from gemcast_local.gcp_stack import GcpStack
 
         work = tmp_path_factory.mktemp("webapp-gcp-stack")
-        with GcpStack(workdir=work, kind="linear", train_budget_s=5, trials=1) as gcp:
-            assert gcp.webapp is not None and gcp.identity is not None
-            second = User("second@example.com", "Gem-" + secrets.token_urlsafe(12) + "-9")
-            gcp.identity.sign_up(second.email, second.password)
+        # The session's one Firebase Auth emulator (tests/shared/fixtures.py), not one more.
+        identity = request.getfixturevalue("firebase_auth")
+        with GcpStack(workdir=work, kind="linear", train_budget_s=5, trials=1, identity=identity) as gcp:
+            assert gcp.webapp is not None
+            second = User(f"second-{secrets.token_hex(4)}@example.com", "Gem-" + secrets.token_urlsafe(12) + "-9")
+            identity.sign_up(second.email, second.password)
             yield Site("gcp", gcp.webapp.url, (User(gcp.demo_email, gcp.demo_password), second), gcp.banner())
         return
     from gemcast_local.stack import LocalStack, StackConfig

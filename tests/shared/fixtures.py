@@ -44,13 +44,7 @@ class Identity:
     def user(self, email: str = "parity@example.com", password: str = PASSWORD) -> dict[str, Any]:
         """Sign ``email`` up if new (beforeCreate runs), then in (beforeSignIn runs): the
         emulator's answer, with ``idToken`` and ``localId`` (the token's subject)."""
-        from gemcast_local.gcp_stack import IdentityError
-
-        try:
-            self.emulator.sign_up(email, password)
-        except IdentityError as exc:
-            if "EMAIL_EXISTS" not in str(exc):
-                raise
+        self.emulator.sign_up(email, password, exist_ok=True)
         return self.emulator.sign_in(email, password)
 
     def id_token(self, email: str = "parity@example.com") -> str:
@@ -59,7 +53,9 @@ class Identity:
 
 @pytest.fixture
 def identity(firebase_auth: FirebaseAuthEmulator, gcp_functions: GcpFunctions) -> Identity:
-    """The Auth emulator with the blocking functions registered (they run on every sign-up/in)."""
+    """The Auth emulator with these functions' blocking functions registered (they run on every
+    sign-up and sign-in; another user of the session's emulator may have registered its own)."""
+    firebase_auth.use_blocking_functions(gcp_functions.url("before_create"), gcp_functions.url("before_sign_in"))
     return Identity(firebase_auth)
 
 
