@@ -22,6 +22,7 @@ FUNCTIONS = {
     "AuthPreSignupFunction": "auth_pre_signup",
     "AuthPostConfirmationFunction": "auth_post_confirmation",
     "AuthPreTokenFunction": "auth_pre_token",
+    "DriftCheckFunction": "drift_check",
 }
 
 # The settings each function reads; the template must set them (and config.py name them).
@@ -42,6 +43,7 @@ NEEDS = {
     "AuthPreSignupFunction": {"ALLOWED_EMAIL_DOMAINS", "AUTO_CONFIRM"},
     "AuthPostConfirmationFunction": {"USERS_TABLE", "DEFAULT_TIER"},
     "AuthPreTokenFunction": {"USERS_TABLE", "DEFAULT_TIER"},
+    "DriftCheckFunction": {"DATA_BUCKET", "REGISTRY_URI", "PREDICTION_LOG_TABLE", "DRIFT_THRESHOLD"},
 }
 
 

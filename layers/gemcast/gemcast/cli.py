@@ -95,6 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
     trigger.add_argument("--kind", choices=("gbm", "linear"), help="model kind of the job")
     trigger.add_argument("--budget", type=float, help="the job's search budget in seconds")
     trigger.add_argument("--trials", type=int, help="the job's search candidates at most")
+    drift = sub.add_parser("drift", help="the drift check, now, on the running local stack's prediction log; "
+                           "on alarm, the training trigger")
+    drift.add_argument("--state", default=".gemcast", help="the local stack's state folder")
+    drift.add_argument("--event", help="an event file (window_end, window_hours) instead of the last day")
+    drift.add_argument("--kind", choices=("gbm", "linear"), help="model kind of a retraining job")
+    drift.add_argument("--budget", type=float, help="that job's search budget in seconds")
     token = sub.add_parser("token", help="print an ID token of the running local stack's demo user")
     token.add_argument("--state", default=".gemcast", help="the local stack's state (default .gemcast)")
     token.add_argument("--user", help="e-mail of another user of the local pool")
@@ -233,7 +239,18 @@ def cmd_trigger(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "predict": cmd_predict, "models": cmd_models, "serve": cmd_serve,
+def cmd_drift(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from gemcast_local.drift import run_drift
+
+    train_args = [f"--{name}={value}" for name in ("kind", "budget") if (value := getattr(args, name)) is not None]
+    _print_json(run_drift(state_dir=Path(args.state), event_file=Path(args.event) if args.event else None,
+                          train_args=train_args))
+    return 0
+
+
+COMMANDS = {"drift": cmd_drift, "train": cmd_train, "predict": cmd_predict, "models": cmd_models, "serve": cmd_serve,
             "up": cmd_up, "token": cmd_token, "trigger": cmd_trigger}
 
 

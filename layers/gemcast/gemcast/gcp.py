@@ -32,7 +32,7 @@ from gemcast.errors import EndpointError, GemcastError, ValidationError
 from gemcast.inventory import carat_prefix, group_key, nearest, to_item
 from gemcast.registry import Registry
 from gemcast.storage import Storage
-from gemcast.trigger import Submitter, TrainingPlan, job_name, plan_training
+from gemcast.trigger import RetrainRequest, Submitter, TrainingPlan, job_name, plan_training
 
 logger = logging.getLogger(__name__)
 
@@ -366,23 +366,24 @@ class SnapshotClaims:
 
 
 def start_training(data: Storage, registry: Registry, claims: SnapshotClaims,
-                   submit: Submitter) -> dict[str, Any]:
-    """Start a job when the curated data changed, at most one per snapshot."""
-    plan = plan_training(data, registry)
+                   submit: Submitter, request: RetrainRequest | None = None) -> dict[str, Any]:
+    """Start a job when the curated data changed (or a drift alarm asks), at most one per run key."""
+    plan = plan_training(data, registry, request)
     out: dict[str, Any] = {"plan": plan.as_dict(), "started": False, "reason": plan.reason}
-    if not plan.needed or plan.snapshot_id is None:
+    if not plan.needed or plan.run_key is None:
         return out
-    if not claims.claim(plan.snapshot_id):
-        out["reason"] = f"a training job for snapshot {plan.snapshot_id} was already started"
-        out["job"] = (claims.get(plan.snapshot_id) or {}).get("job")
+    key = plan.run_key
+    if not claims.claim(key):
+        out["reason"] = f"a training job for {key} was already started"
+        out["job"] = (claims.get(key) or {}).get("job")
         return out
     try:
         job = submit(plan)
     except Exception:
-        claims.release(plan.snapshot_id)  # let the next scheduled run try again
+        claims.release(key)  # let the next scheduled run try again
         raise
-    claims.record(plan.snapshot_id, job)
-    logger.info("started training job %s for snapshot %s", job.get("job_name"), plan.snapshot_id)
+    claims.record(key, job)
+    logger.info("started training job %s for %s", job.get("job_name"), key)
     return {**out, "started": True, "job": job}
 
 
@@ -641,6 +642,27 @@ def serve_api(request: Any, deps: Any, verifier: Callable[[], IdTokenVerifier]) 
                              body=request.get_data(), caller=caller, request_id=uuid.uuid4().hex)
     answer = respond(route, api_request, deps)
     return json_response(answer.status, answer.body, answer.all_headers())
+
+
+def api_errors(handler: Callable[..., HttpResult]) -> Callable[..., HttpResult]:
+    """Errors of an HTTP function outside the route table (check_drift) as responses, in the
+    shapes of ``gemcast.api.respond``: a refused token is API Gateway's 401, a bad request 400."""
+    import functools
+
+    @functools.wraps(handler)
+    def wrapper(*args: Any, **kwargs: Any) -> HttpResult:
+        from gemcast.api import error_body, unauthorized
+
+        try:
+            return handler(*args, **kwargs)
+        except TokenError as exc:
+            logger.info("unauthorized: %s", exc)
+            answer = unauthorized()
+            return json_response(answer.status, answer.body, answer.all_headers())
+        except ValidationError as exc:
+            return json_response(400, error_body(str(exc), exc.errors))
+
+    return wrapper
 
 
 def blocking_errors(handler: Callable[..., HttpResult]) -> Callable[..., HttpResult]:
