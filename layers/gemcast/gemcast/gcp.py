@@ -683,3 +683,40 @@ def blocking_errors(handler: Callable[..., HttpResult]) -> Callable[..., HttpRes
             return json_response(400, {"error": {"status": "INVALID_ARGUMENT", "message": str(exc)}})
 
     return wrapper
+
+
+# -- batch prediction (gemcast score --on vertex) ----------------------------------------------
+def submit_batch_prediction(client: Any, *, project: str, region: str, model: str, input_uri: str,
+                            output_uri: str, display_name: str, machine_type: str = "n1-standard-2",
+                            replicas: int = 1, service_account: str = "", timeout_s: float = 30.0) -> dict[str, Any]:
+    """Start a Vertex AI BatchPredictionJob on the serving image (``JobServiceClient``, REST).
+
+    ``model`` is the Vertex Model resource (``projects/.../models/ID``) whose container is the
+    serving image. Vertex reads the CSV (its first line the header), sends the container
+    ``{"instances": [[values in column order], ...]}`` — the serving image's list-of-values form —
+    and writes ``predictions_*.jsonl`` under ``output_uri``, each line with its instance.
+    """
+    from google.cloud.aiplatform_v1.types import BatchPredictionJob, GcsDestination, GcsSource, MachineSpec
+    from google.cloud.aiplatform_v1.types.machine_resources import BatchDedicatedResources
+
+    from gemcast.errors import ConfigError
+
+    if not (input_uri.startswith("gs://") and output_uri.startswith("gs://")):
+        raise ConfigError(f"Vertex batch prediction reads and writes gs:// URIs, got {input_uri!r} and {output_uri!r}")
+    kind = "jsonl" if input_uri.endswith(".jsonl") else "csv"
+    job = BatchPredictionJob(
+        display_name=display_name,
+        model=model,
+        input_config=BatchPredictionJob.InputConfig(instances_format=kind, gcs_source=GcsSource(uris=[input_uri])),
+        output_config=BatchPredictionJob.OutputConfig(
+            predictions_format="jsonl", gcs_destination=GcsDestination(output_uri_prefix=output_uri.rstrip("/"))),
+        dedicated_resources=BatchDedicatedResources(
+            machine_spec=MachineSpec(machine_type=machine_type),
+            starting_replica_count=replicas, max_replica_count=replicas),
+        service_account=service_account,
+        labels={"app": "gemcast", "purpose": "score"},
+    )
+    created = client.create_batch_prediction_job(parent=f"projects/{project}/locations/{region}",
+                                                 batch_prediction_job=job, timeout=timeout_s)
+    return {"platform": "vertex", "job_name": created.name, "display_name": created.display_name,
+            "state": created.state.name, "output": output_uri}
