@@ -174,7 +174,7 @@ def test_the_predict_function_may_write_and_read_exactly_the_log_prefix() -> Non
                         "Resource": {"Fn::Sub": f"${{DataBucket.Arn}}/{LOG_PREFIX}/*"}}]
 
 
-def test_gcp_grants_the_predict_account_the_log_prefix_only(tmp_path: Path) -> None:
+def test_gcp_grants_the_api_account_the_log_prefix_only(tmp_path: Path) -> None:
     import shlex
     import subprocess
 
@@ -184,9 +184,8 @@ def test_gcp_grants_the_predict_account_the_log_prefix_only(tmp_path: Path) -> N
     assert done.returncode == 0, done.stderr
     commands = [shlex.split(line[2:]) for line in done.stdout.splitlines() if line.startswith("+ ")]
     grants = [c for c in commands if c[:4] == ["gcloud", "storage", "buckets", "add-iam-policy-binding"]
-              and any("gemcast-predict@" in a for a in c)]
+              and any("gemcast-api@" in a for a in c) and "--role=roles/storage.objectUser" in c]
     (grant,) = grants
-    assert "--role=roles/storage.objectUser" in grant
     assert any(a.startswith("--condition=expression=resource.name.startsWith(\"projects/_/buckets/gemcast-dev-data"
                             f"/objects/{LOG_PREFIX}/\")") for a in grant), grant
     env = (REPO / "gcp" / "env" / "dev.yaml").read_text()

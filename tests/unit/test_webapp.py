@@ -182,6 +182,17 @@ class StubApi:
                 "metrics": {"holdout": {"mae": 270.1, "mape": 7.41, "rmse": 540.2, "r2": 0.9811, "n": 10788}},
                 "data": {"snapshot_id": "snap-1", "train_rows": 43152},
             }
+        if (method, path) == ("GET", "/v1/models"):
+            return 200, {"count": 2, "champion": "20240101T000000Z-abc123", "models": [
+                {"version": "20240201T000000Z-def456", "created": "2024-02-01T00:00:00Z", "kind": "gbm",
+                 "metrics": {"mae": 281.5, "mape": 7.9}, "champion": False,
+                 "trained_on": {"snapshot_id": "snap-2", "accepted": 5100, "train_rows": 4080, "holdout_rows": 1020},
+                 "gate": {"promote": False, "metric": "mae", "reason": "mae 281.5 does not beat the champion's 270.1"}},
+                {"version": "20240101T000000Z-abc123", "created": "2024-01-01T00:00:00Z", "kind": "gbm",
+                 "metrics": {"mae": 270.1, "mape": 7.41}, "champion": True,
+                 "trained_on": {"snapshot_id": "snap-1", "accepted": 4983, "train_rows": 3986, "holdout_rows": 997},
+                 "gate": {"promote": True, "metric": "mae", "reason": "no champion yet"}},
+            ]}
         if (method, path) == ("GET", "/v1/models/current/card") and self.card:
             return 200, {
                 "version": "20240101T000000Z-abc123",
@@ -579,10 +590,35 @@ def test_model_page_without_a_card_route_still_shows_the_model(app, stub):
     assert "20240101T000000Z-abc123" in html and "does not publish this model" in html
 
 
+def test_models_page_lists_every_version_and_plots_mae_and_mape_with_the_champion_marked(app):
+    client = app.test_client()
+    sign_in(client)
+    html = client.get("/models").get_data(as_text=True)
+    table = html[html.index('id="model-history"'):]
+    assert table.index("20240201T000000Z-def456") < table.index("20240101T000000Z-abc123")  # newest first
+    assert "$282" in table and "7.90 %" in table and "4,983 / 3,986 / 997" in table
+    assert "does not beat the champion" in table and 'class="champion"' in table
+    plot = html[html.index("<svg"):html.index("</svg>")]
+    assert plot.count("<rect") == 4  # MAE and MAPE, two versions each
+    assert "$270 ★" in plot and "7.41 % ★" in plot and "$282 ★" not in plot
+    assert plot.index("abc123") < plot.index("def456")  # a history reads oldest to newest
+
+
+def test_identity_platform_sign_in_goes_to_the_emulator_when_one_is_set():
+    from gemcast_web.auth import IdentityPlatformAuth
+
+    cloud = IdentityPlatformAuth("key")
+    local = IdentityPlatformAuth("key", emulator_host="127.0.0.1:9099")
+
+    assert cloud.sign_in_url == "https://identitytoolkit.googleapis.com/v1/accounts:signInWithPassword"
+    assert local.sign_in_url == "http://127.0.0.1:9099/identitytoolkit.googleapis.com/v1/accounts:signInWithPassword"
+    assert local.refresh_url == "http://127.0.0.1:9099/securetoken.googleapis.com/v1/token"
+
+
 def test_pages_load_nothing_from_other_sites_and_forbid_scripts(app):
     client = app.test_client()
     sign_in(client)
-    for path in ("/signin", "/price", "/requests", "/model"):
+    for path in ("/signin", "/price", "/requests", "/model", "/models"):
         response = client.get(path)
         html = response.get_data(as_text=True)
         for url in re.findall(r'(?:src|href)="([^"]+)"', html):

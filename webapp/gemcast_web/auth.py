@@ -157,13 +157,17 @@ class IdentityPlatformAuth:
     """Email and password sign-in with Identity Platform (GCP), through its REST API.
 
     Google offers no Python client for end-user sign-in, so this is plain HTTPS with the
-    project's web API key, as the Identity Platform documentation shows.
+    project's web API key, as the Identity Platform documentation shows. With
+    ``emulator_host`` (FIREBASE_AUTH_EMULATOR_HOST) the same calls go to the Firebase Auth
+    emulator, which serves them at ``http://<host>/<service host>/<path>``, as Google's own
+    client libraries do when that variable is set.
     """
 
     SIGN_IN = "https://identitytoolkit.googleapis.com/v1/accounts:signInWithPassword"
     REFRESH = "https://securetoken.googleapis.com/v1/token"
 
-    def __init__(self, api_key: str, session: Any = None, timeout_s: float = 10.0) -> None:
+    def __init__(self, api_key: str, session: Any = None, timeout_s: float = 10.0,
+                 emulator_host: str = "") -> None:
         if session is None:
             import requests
 
@@ -171,10 +175,13 @@ class IdentityPlatformAuth:
         self.session = session
         self.api_key = api_key
         self.timeout_s = timeout_s
+        local = f"http://{emulator_host}/" if emulator_host else "https://"
+        self.sign_in_url = self.SIGN_IN.replace("https://", local, 1)
+        self.refresh_url = self.REFRESH.replace("https://", local, 1)
 
     def sign_in(self, email: str, password: str) -> Tokens:
         response = self.session.post(
-            self.SIGN_IN,
+            self.sign_in_url,
             params={"key": self.api_key},
             timeout=self.timeout_s,
             json={"email": email, "password": password, "returnSecureToken": True},
@@ -193,7 +200,7 @@ class IdentityPlatformAuth:
 
     def refresh(self, tokens: Tokens) -> Tokens:
         response = self.session.post(
-            self.REFRESH,
+            self.refresh_url,
             params={"key": self.api_key},
             timeout=self.timeout_s,
             data={"grant_type": "refresh_token", "refresh_token": tokens.refresh_token},
@@ -294,5 +301,6 @@ class SignInThrottle:
 
 def make_authenticator(settings: Any) -> Authenticator:
     if settings.auth_provider == "identity_platform":
-        return IdentityPlatformAuth(settings.identity_api_key, timeout_s=settings.api_timeout_s)
+        return IdentityPlatformAuth(settings.identity_api_key, timeout_s=settings.api_timeout_s,
+                                    emulator_host=settings.firebase_auth_emulator_host)
     return CognitoAuth(settings.user_pool_client_id, settings.region)

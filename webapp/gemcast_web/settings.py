@@ -21,6 +21,8 @@ USER_POOL_CLIENT_ID = "USER_POOL_CLIENT_ID"
 AWS_REGION = "AWS_REGION"
 AWS_DEFAULT_REGION = "AWS_DEFAULT_REGION"
 IDENTITY_API_KEY = "IDENTITY_API_KEY"
+# Only where the Firebase Auth emulator stands in for Identity Platform (the local GCP half).
+FIREBASE_AUTH_EMULATOR_HOST = "FIREBASE_AUTH_EMULATOR_HOST"
 SECRET_KEY = "SECRET_KEY"
 COOKIE_SECURE = "COOKIE_SECURE"
 TRUST_PROXY = "TRUST_PROXY"
@@ -47,6 +49,7 @@ class WebSettings:
     user_pool_client_id: str = ""
     region: str = "us-east-1"
     identity_api_key: str = ""
+    firebase_auth_emulator_host: str = ""
     # Signs the session cookies (an anonymous visitor's session *is* its cookie). A key made at
     # start loses, on a restart, only what the memory of signed-in sessions loses anyway; set it
     # to keep open sign-in forms valid across restarts and when several processes serve the app.
@@ -86,6 +89,7 @@ class WebSettings:
         read("region", AWS_DEFAULT_REGION)
         read("region", AWS_REGION)  # Lambda-style name wins when both are set
         read("identity_api_key", IDENTITY_API_KEY)
+        read("firebase_auth_emulator_host", FIREBASE_AUTH_EMULATOR_HOST)
         read("secret_key", SECRET_KEY)
         read("cookie_secure", COOKIE_SECURE, str.lower)
         read("trust_proxy", TRUST_PROXY, _as_bool)

@@ -14,7 +14,8 @@ from flask import Blueprint, current_app, g, redirect, render_template, request,
 from flask.typing import ResponseReturnValue
 from werkzeug.wrappers import Response
 
-from gemcast_web import WebContext, context_of
+from gemcast.routes import by_operation
+from gemcast_web import WebContext, context_of, history
 from gemcast_web.api import ApiAnswer, ApiAuthError, ApiUnavailableError
 from gemcast_web.auth import SignInError, WrongPasswordError, safe_next
 from gemcast_web.markdown import render as render_markdown
@@ -35,7 +36,7 @@ bp = Blueprint("web", __name__)
 COOKIE = "gemcast_session"
 PLOT_FILE = "pred_vs_actual.svg"
 MY_REQUESTS_LIMIT = 25
-PREDICT_ROUTE = "POST /v1/predictions"  # the prediction log's route of a pricing
+PREDICT_ROUTE = by_operation("createPrediction").key  # the prediction log's route of a pricing
 # No scripts at all; styles and images only from this app (the model plot is a data: image).
 CSP = (
     "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
@@ -375,6 +376,20 @@ def model() -> ResponseReturnValue:
         metrics=_holdout_metrics(info.get("metrics")),
         facts=_facts(info),
         card_html=card_html,
+    )
+
+
+@bp.get("/models")
+@login_required
+def models() -> ResponseReturnValue:
+    answer = call_api(lambda token: web().api.model_history(token))
+    listed = [m for m in answer.body.get("models", []) if isinstance(m, Mapping)] if answer.ok else []
+    return render_template(
+        "models.html",
+        error=None if answer.ok else (answer.error_message or f"the API answered {answer.status}"),
+        rows=history.rows(listed),
+        plot=history.plot(listed),
+        champion=answer.body.get("champion") if answer.ok else None,
     )
 
 

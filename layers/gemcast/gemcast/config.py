@@ -51,6 +51,9 @@ FIRESTORE_SNAPSHOTS = "FIRESTORE_SNAPSHOTS_COLLECTION"
 TRAINING_IMAGE_URI = "TRAINING_IMAGE_URI"
 IDENTITY_AUDIENCE = "IDENTITY_AUDIENCE"
 IDENTITY_CERTS_URL = "IDENTITY_CERTS_URL"
+# Set only where the Firebase Auth emulator stands in for Identity Platform: its ID tokens are
+# unsigned, and are accepted only then (as the Firebase Admin SDK does).
+FIREBASE_AUTH_EMULATOR_HOST = "FIREBASE_AUTH_EMULATOR_HOST"
 TRAINING_SERVICE_ACCOUNT = "TRAINING_SERVICE_ACCOUNT"
 # Drift monitoring (gemcast.drift)
 DRIFT_THRESHOLD = "DRIFT_THRESHOLD"
@@ -113,6 +116,7 @@ class Settings:
     training_image_uri: str = ""
     identity_audience: str = ""
     identity_certs_url: str = SECURETOKEN_CERTS_URL
+    firebase_auth_emulator_host: str = ""
     training_service_account: str = ""
     drift_threshold: float = 0.25
     drift_min_stones: int = 200
@@ -212,6 +216,7 @@ _ENV_OF: dict[str, str] = {
     "training_image_uri": TRAINING_IMAGE_URI,
     "identity_audience": IDENTITY_AUDIENCE,
     "identity_certs_url": IDENTITY_CERTS_URL,
+    "firebase_auth_emulator_host": FIREBASE_AUTH_EMULATOR_HOST,
     "training_service_account": TRAINING_SERVICE_ACCOUNT,
     "drift_threshold": DRIFT_THRESHOLD,
     "drift_min_stones": DRIFT_MIN_STONES,
