@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from gemcast.answer import parse_parameters
 from gemcast.errors import EndpointError, ValidationError
 from gemcast.predict import parse_instances, validate_stones
 
@@ -35,7 +36,7 @@ PREDICT_ROUTE = "POST /v1/predictions"
 
 
 class EndpointClient(Protocol):
-    def invoke(self, instances: list[dict[str, Any]]) -> dict[str, Any]:
+    def invoke(self, instances: list[dict[str, Any]], parameters: dict[str, Any] | None = None) -> dict[str, Any]:
         """``{"predictions": [...], "model_version": ...}``; raises EndpointError."""
         ...
 
@@ -134,6 +135,8 @@ def price_stones(body: str | bytes | None, endpoint: EndpointClient) -> ApiRespo
     try:
         parsed = _parse_body(body)
         raw_stones, single = parse_instances(parsed)
+        # Passed on to the model server when given (coverage, what_if, reasons: gemcast.answer).
+        parameters = parse_parameters(parsed) if isinstance(parsed, Mapping) and "parameters" in parsed else None
     except ValidationError as exc:
         return ApiResponse(400, error_body(str(exc), exc.errors))
     errors, valid = validate_stones(raw_stones)
@@ -144,7 +147,7 @@ def price_stones(body: str | bytes | None, endpoint: EndpointClient) -> ApiRespo
             "error": {"message": f"all {len(raw_stones)} stones are invalid", "fields": {}},
             "predictions": [{"error": e} for e in errors],
         })
-    answer = endpoint.invoke(valid)
+    answer = endpoint.invoke(valid, parameters) if parameters else endpoint.invoke(valid)
     priced = answer.get("predictions")
     if not isinstance(priced, list) or len(priced) != len(valid):
         raise EndpointError("the model endpoint answered with the wrong number of predictions", status=502)

@@ -104,7 +104,7 @@ class VertexEndpoint:
         self.endpoint = endpoint
         self.timeout_s = timeout_s
 
-    def invoke(self, instances: list[dict[str, Any]]) -> dict[str, Any]:
+    def invoke(self, instances: list[dict[str, Any]], parameters: dict[str, Any] | None = None) -> dict[str, Any]:
         import requests
         from google.api_core import exceptions as gexc
         from google.api_core.retry import Retry, if_exception_type
@@ -115,8 +115,9 @@ class VertexEndpoint:
                       initial=0.1, maximum=1.0, timeout=self.timeout_s)
         values = [json_format.ParseDict(instance, struct_pb2.Value()) for instance in instances]
         try:
+            extra = {"parameters": json_format.ParseDict(parameters, struct_pb2.Value())} if parameters else {}
             response = self.client.predict(endpoint=self.endpoint, instances=values, retry=retry,
-                                           timeout=self.timeout_s)
+                                           timeout=self.timeout_s, **extra)
             payload = json_format.MessageToDict(type(response).pb(response))
         except (gexc.ServiceUnavailable, gexc.TooManyRequests, gexc.DeadlineExceeded, gexc.RetryError,
                 gexc.ResourceExhausted) as exc:

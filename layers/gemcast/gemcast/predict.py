@@ -82,7 +82,8 @@ class Predictor:
         self.model = model
         self.version = version
 
-    def price(self, stones: Sequence[Any], *, reasons: bool = True) -> list[dict[str, Any]]:
+    def price(self, stones: Sequence[Any], *, reasons: bool = True, coverage: int = 80,
+              what_if: bool = False) -> list[dict[str, Any]]:
         errors, valid = validate_stones(stones)
         results: list[dict[str, Any]] = [{"error": e} if e is not None else {} for e in errors]
         valid_rows = [encode(values) for values in valid]
@@ -94,6 +95,10 @@ class Predictor:
             X = np.asarray(valid_rows, dtype=float)
             prices = self.model.predict(X)
             explained = self.model.reasons_batch(X) if reasons else None
+            # The range, the grouped reasons and the what-if table (gemcast.answer).
+            from gemcast.answer import extras
+
+            added = extras(self.model, X, prices, explained, valid, coverage=coverage, what_if=what_if)
             for j, i in enumerate(valid_at):
                 out: dict[str, Any] = {"price": round(float(prices[j]), 2)}
                 if explained is not None:
@@ -102,5 +107,6 @@ class Predictor:
                         {**r, "effect_pct": round(r["effect_pct"], 2), "effect_usd": round(r["effect_usd"], 2)}
                         for r in explained[j]["reasons"]
                     ]
+                out.update(added[j])
                 results[i] = out
         return results

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from gemcast.answer import parse_parameters
 from gemcast.errors import GemcastError, ValidationError
 from gemcast.predict import Predictor, parse_instances
 
@@ -77,10 +78,7 @@ class ModelApp:
                                                               "fields": {"body": "must be JSON"}}})
         try:
             stones, _single = parse_instances(body)
-            reasons = True
-            if isinstance(body, dict) and isinstance(body.get("parameters"), dict):
-                reasons = bool(body["parameters"].get("reasons", True))
-            predictions = self.predictor.price(stones, reasons=reasons)
+            predictions = self.predictor.price(stones, **parse_parameters(body))
         except ValidationError as exc:
             return self._json(start_response, 400, {"error": {"message": str(exc), "fields": exc.errors}})
         payload: dict[str, Any] = {"predictions": predictions, "model_version": self.predictor.version}

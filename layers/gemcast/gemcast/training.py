@@ -32,6 +32,10 @@ from gemcast.schema import FEATURES, HOLDOUT_PERCENT, is_holdout, stone_id
 logger = logging.getLogger(__name__)
 
 VALIDATION_PERCENT = 15  # of the training rows, for the search only
+# Of the training rows, kept out of every fit: the price ranges are calibrated on them
+# (gemcast.intervals), so a range's stated share holds for stones the model never saw.
+CALIBRATION_PERCENT = 10
+MIN_CALIBRATION_ROWS = 40
 
 MODEL_KINDS = ("gbm", "linear")
 GBM_INPUTS = DEFAULT_INPUTS
@@ -44,6 +48,7 @@ class TrainConfig:
     budget_s: float = 60.0
     max_trials: int = 6
     max_iter: int = 1500
+    blend: int = 3  # boosted models averaged (seeds apart); one file, one tree ensemble
 
 
 @dataclass
@@ -55,6 +60,9 @@ class TrainedModel:
     fit_seconds: float = 0.0
     background: np.ndarray | None = None  # the raw training X, for a linear model's explanation
     input_names: tuple[str, ...] = FEATURES  # what the estimator was fitted on (model.model_inputs)
+    # The calibration rows (raw X, prices), kept out of the fit, for the price ranges.
+    calibration: tuple[np.ndarray, np.ndarray] | None = None
+    typical: dict[str, Any] = field(default_factory=dict)  # the training data's typical stone
 
 
 def split_indices(stones: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
@@ -68,6 +76,14 @@ def _validation_mask(stones: Sequence[dict[str, Any]]) -> np.ndarray:
     # held-out rows and its validation rows are stable across data versions too.
     return np.fromiter(
         (int(stone_id(s)[8:16], 16) % 100 < VALIDATION_PERCENT for s in stones), dtype=bool, count=len(stones)
+    )
+
+
+def calibration_mask(stones: Sequence[dict[str, Any]]) -> np.ndarray:
+    """The calibration slice of the training rows: a third hash slice, independent of the other two."""
+    return np.fromiter(
+        ((int(stone_id(s)[8:16], 16) // 100) % 100 < CALIBRATION_PERCENT for s in stones),
+        dtype=bool, count=len(stones),
     )
 
 
@@ -169,11 +185,17 @@ def fit_gbm(
     # More rows than in the search, so a few more trees.
     n_iter = max(50, int(round(best["n_iter"] * 1.1)))
     t0 = time.perf_counter()
-    final = _gbm(best["params"], n_iter, config.seed).fit(X, log_y)
+    # A blend of boosted models that differ by their seed (each samples its own columns per
+    # split): averaging them cuts the variance of one. Their trees concatenated, each weighted
+    # 1/k, are one tree ensemble again, explained exactly like a single model.
+    members = []
+    for k in range(max(1, config.blend)):
+        members.append((_gbm(best["params"], n_iter, config.seed + k).fit(X, log_y), 1.0 / max(1, config.blend)))
+        progress(f"fit: blend member {k + 1}/{max(1, config.blend)} with {n_iter} trees")
     fit_s = time.perf_counter() - t0
     params = {**best["params"], "max_iter": n_iter, "loss": "absolute_error", "target": "log(price)",
-              "inputs": list(GBM_INPUTS)}
-    return TrainedModel("gbm", [(final, 1.0)], params, search, fit_s, input_names=GBM_INPUTS)
+              "inputs": list(GBM_INPUTS), "blend": len(members)}
+    return TrainedModel("gbm", members, params, search, fit_s, input_names=GBM_INPUTS)
 
 
 def fit_linear(X: np.ndarray, log_y: np.ndarray, config: TrainConfig) -> TrainedModel:
@@ -196,18 +218,31 @@ def fit(
     config: TrainConfig,
     progress: Callable[[str], None] = lambda _msg: None,
 ) -> TrainedModel:
+    """Fit on the training rows but the calibration slice, which calibrates the price ranges."""
+    from gemcast.reasons import typical_stone
+
+    if config.kind not in MODEL_KINDS:
+        raise ValueError(f"unknown model kind {config.kind!r}: use one of {', '.join(MODEL_KINDS)}")
     log_y = np.log(prices)
+    cal = calibration_mask(stones)
+    if cal.sum() < MIN_CALIBRATION_ROWS:
+        cal[:] = False  # too few stones to calibrate a range: the model then answers prices without one
+    keep = np.flatnonzero(~cal)
     if config.kind == "linear":
-        return fit_linear(X, log_y, config)
-    if config.kind == "gbm":
-        return fit_gbm(X, log_y, stones, config, progress)
-    raise ValueError(f"unknown model kind {config.kind!r}: use one of {', '.join(MODEL_KINDS)}")
+        trained = fit_linear(X[keep], log_y[keep], config)
+    else:
+        trained = fit_gbm(X[keep], log_y[keep], [stones[int(i)] for i in keep], config, progress)
+    if cal.any():
+        trained.calibration = (X[cal], prices[cal])
+    trained.typical = typical_stone(X)
+    return trained
 
 
 def export(trained: TrainedModel) -> bytes:
     """The trained model as a numpy-only model file (see gemcast.model)."""
+    from gemcast import intervals
     from gemcast.export import export_model
-    from gemcast.model import save_model
+    from gemcast.model import load_model, save_model
 
     if len(trained.estimators) == 1 and trained.estimators[0][1] == 1.0:
         arrays = export_model(trained.estimators[0][0], FEATURES, background=trained.background,
@@ -215,7 +250,13 @@ def export(trained: TrainedModel) -> bytes:
     else:
         arrays = export_model([e for e, _ in trained.estimators], FEATURES, input_names=trained.input_names,
                               weights=[w for _, w in trained.estimators], background=trained.background)
-    return save_model(arrays)
+    extra: dict[str, Any] = {"typical_stone": trained.typical} if trained.typical else {}
+    if trained.calibration is not None:
+        # Calibrated with the exported file's own predictions: the ranges belong to what is served.
+        X_cal, y_cal = trained.calibration
+        log_pred = load_model(save_model(arrays)).predict_log(X_cal)
+        extra["intervals"] = intervals.calibrate(log_pred, np.log(y_cal))
+    return save_model(arrays, extra)
 
 
 __all__ = ["HOLDOUT_PERCENT", "TrainConfig", "TrainedModel", "fit", "export", "metrics", "split_indices"]
