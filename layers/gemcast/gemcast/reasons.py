@@ -38,7 +38,7 @@ import numpy as np
 from gemcast.schema import CATEGORIES, CATEGORY_MEANINGS
 
 GROUPS: dict[str, tuple[str, ...]] = {
-    "size": ("carat", "x", "y", "z"),
+    "size": ("carat", "x", "y", "z", "xyz", "(x+y)/2"),
     "color": ("color",),
     "clarity": ("clarity",),
     "cut": ("cut",),
