@@ -38,7 +38,9 @@ CALIBRATION_PERCENT = 10
 MIN_CALIBRATION_ROWS = 40
 
 MODEL_KINDS = ("gbm", "linear")
-GBM_INPUTS = DEFAULT_INPUTS
+# The derived inputs a gemologist reads beside the grades (gemcast.model.DERIVED_INPUTS): each
+# belongs to one reason group (size or proportions), so the grouped reasons stay exact.
+GBM_INPUTS = DEFAULT_INPUTS + ("xyz", "(x+y)/2", "spread", "depth_gap")
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,9 @@ class TrainConfig:
     max_trials: int = 6
     max_iter: int = 1500
     blend: int = 3  # boosted models averaged (seeds apart); one file, one tree ensemble
+    # Trees of the whole blend at most: the explanation's cost grows with them (one stone with
+    # its reasons must stay fast), so members share this budget.
+    max_trees: int = 1800
 
 
 @dataclass
@@ -183,7 +188,7 @@ def fit_gbm(
             best = row
     assert best is not None
     # More rows than in the search, so a few more trees.
-    n_iter = max(50, int(round(best["n_iter"] * 1.1)))
+    n_iter = max(50, min(int(round(best["n_iter"] * 1.1)), config.max_trees // max(1, config.blend)))
     t0 = time.perf_counter()
     # A blend of boosted models that differ by their seed (each samples its own columns per
     # split): averaging them cuts the variance of one. Their trees concatenated, each weighted
