@@ -179,3 +179,16 @@ def test_stated_coverage_holds_on_the_held_out_rows_of_the_large_data():
     result = intervals.evaluate(table, model.predict_log(X[test]), y[test])
     for c, r in result.items():
         assert abs(r["covered"] - float(c)) <= 2.0, (c, r)
+
+
+def test_gemcast_predict_prints_the_range_groups_and_what_if(trained, capsys):
+    from gemcast.cli import main
+
+    registry, _version, _model = trained
+    assert main(["predict", "--registry", registry.uri, "--json", json.dumps(stone()), "--coverage", "95",
+                 "--what-if"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["price_range"]["coverage"] == 95 and out["price_range"]["low"] < out["price"]
+    assert [g["group"] for g in out["reason_groups"]][0] == "size" and out["what_if"]
+    assert main(["predict", "--registry", registry.uri, "--json", json.dumps(stone()), "--coverage", "70"]) != 0
+    assert "coverage" in capsys.readouterr().err
