@@ -6,10 +6,16 @@ $15,000 stone). Two kinds of model:
 - ``linear``: a ridge regression on log price, the baseline;
 - ``gbm``: gradient-boosted trees (scikit-learn's HistGradientBoostingRegressor) with the
   absolute error of log(price) as loss (its optimum is the median price, what MAE in dollars
-  asks for), on the nine features plus two derived inputs (x / y, how round the stone is, and
-  carats per mm^3 of x*y*z, weight hidden in the stone: inputs the trees cannot build from the
-  raw columns themselves; about 0.3 points of MAPE and $8 of MAE together), tuned by a
-  seeded, time-budgeted random search scored on a validation split of the training rows.
+  asks for), on the nine features plus derived inputs (``GBM_INPUTS``: x / y, how round the
+  stone is; carats per mm^3 of x*y*z, weight hidden in the stone; the measured volume and mean
+  diameter; spread; the gap between stated and measured depth: inputs the trees cannot build
+  from the raw columns themselves), tuned by a seeded, time-budgeted random search scored on a
+  validation split of the training rows, then fitted ``blend`` times with different seeds and
+  averaged (one tree ensemble; ``max_trees`` bounds the whole, for the explanation's speed).
+
+Every kind is fitted without the *calibration slice* (``CALIBRATION_PERCENT`` of the training
+rows, by hash): the exported model's errors on those rows calibrate its price ranges
+(``gemcast.intervals``), stored in the model file.
 
 Everything is seeded. The search evaluates a fixed, seeded list of candidates in order and
 stops early only when the time budget runs out; the manifest records how many it scored, so
