@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from gemcast.answer import DEFAULT_COVERAGE, extras
 from gemcast.errors import ValidationError
 from gemcast.schema import check_stone, encode
 
@@ -82,7 +83,7 @@ class Predictor:
         self.model = model
         self.version = version
 
-    def price(self, stones: Sequence[Any], *, reasons: bool = True, coverage: int = 80,
+    def price(self, stones: Sequence[Any], *, reasons: bool = True, coverage: int = DEFAULT_COVERAGE,
               what_if: bool = False) -> list[dict[str, Any]]:
         errors, valid = validate_stones(stones)
         results: list[dict[str, Any]] = [{"error": e} if e is not None else {} for e in errors]
@@ -96,8 +97,6 @@ class Predictor:
             prices = self.model.predict(X)
             explained = self.model.reasons_batch(X) if reasons else None
             # The range, the grouped reasons and the what-if table (gemcast.answer).
-            from gemcast.answer import extras
-
             added = extras(self.model, X, prices, explained, valid, coverage=coverage, what_if=what_if)
             for j, i in enumerate(valid_at):
                 out: dict[str, Any] = {"price": round(float(prices[j]), 2)}
