@@ -17,7 +17,7 @@ import numpy as np
 
 from bench.common import print_table, time_calls, write_result
 from gemcast.pipeline import Progress, load_dataset, run_training
-from gemcast.predict import Predictor
+from gemcast.predict import Predictor, PriceOptions
 from gemcast.registry import Registry
 from gemcast.schema import CATEGORIES, EXAMPLE_STONE, encode
 
@@ -38,12 +38,13 @@ def varied_stones(n: int = 300, seed: int = 0) -> list[dict[str, Any]]:
 
 
 def per_stone_ms(predictor: Predictor, stones: list[dict[str, Any]], **options: Any) -> dict[str, float]:
+    chosen = PriceOptions(**options)
     for s in stones[:10]:
-        predictor.price([s], **options)
+        predictor.price([s], chosen)
     samples = []
     for s in stones:
         t0 = time.perf_counter()
-        predictor.price([s], **options)
+        predictor.price([s], chosen)
         samples.append((time.perf_counter() - t0) * 1000.0)
     return {"p50_ms": round(float(np.median(samples)), 4), "p90_ms": round(float(np.percentile(samples, 90)), 4),
             "n": len(samples)}

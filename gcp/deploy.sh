@@ -4,7 +4,7 @@
 #   stage   dev | prod: reads gcp/env/<stage>.yaml (the functions' environment, and the
 #           project, region, bucket, endpoint id and images this script needs)
 #   steps   any of: apis storage iam network firestore model functions scheduler identity
-#           webapp monitoring perimeter (default: all, in that order)
+#           webapp monitoring drift perimeter (default: all, in that order)
 #
 # Dry run: with DRY_RUN=1, or when gcloud is missing or has no credentials
 # (`gcloud auth print-access-token` fails), every command is printed, prefixed with "+ ",
@@ -20,6 +20,8 @@
 #   ACCESS_POLICY           access-context-manager policy id; the perimeter step needs it
 #   ACCESS_LEVELS           comma-separated access levels let into the perimeter (operators)
 #   NOTIFICATION_CHANNELS   comma-separated channel ids for the alert policies
+#   DRIFT_SCHEDULE          cron of the drift check (default "0 4 * * *", Etc/UTC)
+#   CANARY_SCHEDULE         cron of the Vertex AI canary's steps (default "*/5 * * * *")
 #   GCP_BUILD_DIR           where function sources are staged (default build/gcp)
 set -euo pipefail
 
@@ -28,7 +30,7 @@ cd "$ROOT"
 
 STAGE="${1:-${STAGE:-dev}}"
 shift || true
-ALL_STEPS=(apis storage iam network firestore model functions scheduler identity webapp monitoring perimeter)
+ALL_STEPS=(apis storage iam network firestore model functions scheduler identity webapp monitoring drift perimeter)
 if [ "$#" -gt 0 ]; then STEPS=("$@"); else STEPS=("${ALL_STEPS[@]}"); fi
 
 ENV_FILE="gcp/env/${STAGE}.yaml"
@@ -275,18 +277,7 @@ step_functions() {
 }
 
 step_scheduler() {
-  local uri job="gemcast-${STAGE}-training"
-  uri="$(function_url trigger_training)"
-  # `update http` spells the headers flag differently from `create http`.
-  local verb=create headers=--headers
-  if exists gcloud scheduler jobs describe "$job" --location="$REGION" --project="$PROJECT"; then
-    verb=update headers=--update-headers
-  fi
-  run gcloud scheduler jobs "$verb" http "$job" --project="$PROJECT" --location="$REGION" \
-    --schedule="$TRAINING_SCHEDULE" --time-zone=Etc/UTC --uri="$uri" --http-method=POST \
-    "${headers}=Content-Type=application/json" --message-body='{"source":"schedule"}' \
-    --oidc-service-account-email="$(sa_email gemcast-scheduler)" --oidc-token-audience="$uri" \
-    --attempt-deadline=120s
+  scheduled_post "gemcast-${STAGE}-training" "$TRAINING_SCHEDULE" trigger_training 120s
 }
 
 step_identity() {
@@ -333,6 +324,62 @@ step_monitoring() {
     run gcloud alpha monitoring policies create --project="$PROJECT" \
       --policy-from-file="$policy" ${channels[@]+"${channels[@]}"}
   done
+}
+
+# Drift (gemcast.drift) and the Vertex AI canary (gemcast.vertex_deploy): check_drift daily, its
+# alert policy notifying a Pub/Sub topic whose function retrain_on_drift runs the training
+# trigger, and roll_champion stepping the canary every few minutes.
+step_drift() {
+  local topic="gemcast-${STAGE}-drift-alerts" channel policy=gcp/monitoring/drift/drift_score.json
+  if ! exists gcloud pubsub topics describe "$topic" --project="$PROJECT"; then
+    run gcloud pubsub topics create "$topic" --project="$PROJECT"
+  fi
+  # Cloud Monitoring publishes notifications as its own service agent.
+  run gcloud pubsub topics add-iam-policy-binding "$topic" --project="$PROJECT" \
+    --member="serviceAccount:service-$(project_number)@gcp-sa-monitoring-notification.iam.gserviceaccount.com" \
+    --role=roles/pubsub.publisher
+  deploy_function check_drift 1Gi 540s internal-only --trigger-http --no-allow-unauthenticated
+  deploy_function retrain_on_drift 512Mi 120s internal-only --trigger-topic="$topic" \
+    --trigger-service-account="$(sa_email gemcast-eventarc)"
+  deploy_function roll_champion 512Mi 300s internal-only --trigger-http --no-allow-unauthenticated
+  local entry
+  for entry in check_drift roll_champion; do
+    run gcloud functions add-invoker-policy-binding "$(function_name "$entry")" \
+      --region="$REGION" --project="$PROJECT" --member="serviceAccount:$(sa_email gemcast-scheduler)"
+  done
+  run gcloud functions add-invoker-policy-binding "$(function_name retrain_on_drift)" \
+    --region="$REGION" --project="$PROJECT" --member="serviceAccount:$(sa_email gemcast-eventarc)"
+  scheduled_post "gemcast-${STAGE}-drift-check" "${DRIFT_SCHEDULE:-0 4 * * *}" check_drift 540s
+  scheduled_post "gemcast-${STAGE}-canary" "${CANARY_SCHEDULE:-*/5 * * * *}" roll_champion 300s
+
+  channel="$(query "projects/${PROJECT}/notificationChannels/DRIFT_CHANNEL_ID" \
+    gcloud beta monitoring channels list --project="$PROJECT" \
+    --filter="displayName=\"gemcast ${STAGE} drift alerts\"" --format='value(name)')"
+  if [ "$DRY" = 1 ] || [ -z "$channel" ]; then
+    run gcloud beta monitoring channels create --project="$PROJECT" --type=pubsub \
+      --display-name="gemcast ${STAGE} drift alerts" --channel-labels="topic=projects/${PROJECT}/topics/${topic}"
+    channel="$(query "$channel" gcloud beta monitoring channels list --project="$PROJECT" \
+      --filter="displayName=\"gemcast ${STAGE} drift alerts\"" --format='value(name)')"
+  fi
+  run gcloud alpha monitoring policies create --project="$PROJECT" --policy-from-file="$policy" \
+    --notification-channels="$channel"
+  run gcloud monitoring dashboards create --project="$PROJECT" \
+    --config-from-file=gcp/monitoring/drift/dashboard.json
+}
+
+# scheduled_post <job> <cron> <entry point> <attempt deadline>: a Cloud Scheduler POST with OIDC.
+scheduled_post() {
+  local job="$1" cron="$2" uri verb=create headers=--headers
+  uri="$(function_url "$3")"
+  # `update http` spells the headers flag differently from `create http`.
+  if exists gcloud scheduler jobs describe "$job" --location="$REGION" --project="$PROJECT"; then
+    verb=update headers=--update-headers
+  fi
+  run gcloud scheduler jobs "$verb" http "$job" --project="$PROJECT" --location="$REGION" \
+    --schedule="$cron" --time-zone=Etc/UTC --uri="$uri" --http-method=POST \
+    "${headers}=Content-Type=application/json" --message-body='{"source":"schedule"}' \
+    --oidc-service-account-email="$(sa_email gemcast-scheduler)" --oidc-token-audience="$uri" \
+    --attempt-deadline="$4"
 }
 
 step_perimeter() {

@@ -1,9 +1,11 @@
-"""EventBridge Scheduler (daily): submit the training job when the curated data changed.
+"""EventBridge Scheduler (daily): submit the training job when the curated data changed; and
+the drift alarm's state change (EventBridge rule DriftAlarmRule): submit one even when it did not.
 
-At most one job per data snapshot: the submit runs under powertools idempotency on DynamoDB,
-keyed by the snapshot id, so a retried schedule, a manual run or a second day with the same
-data returns the first job instead of starting another. ``SUBMIT`` is the seam where the local
-runner (gemcast_local.trigger) puts a subprocess in place of AWS Batch; nothing here knows.
+At most one job per run key: the submit runs under powertools idempotency on DynamoDB,
+keyed by the plan's run key (the snapshot id, or the snapshot and the alarm's moment), so a
+retried schedule, a manual run or a second day with the same data returns the first job
+instead of starting another. ``SUBMIT`` is the seam where the local runner
+(gemcast_local.trigger) puts a subprocess in place of AWS Batch; nothing here knows.
 """
 
 from typing import Any
@@ -23,7 +25,7 @@ from gemcast.aws import LazyClient
 from gemcast.config import Settings
 from gemcast.registry import Registry
 from gemcast.storage import S3Storage, open_storage
-from gemcast.trigger import Submitter, TrainingPlan, batch_submitter, plan_training
+from gemcast.trigger import Submitter, TrainingPlan, batch_submitter, plan_training, retrain_request
 
 logger = Logger()
 tracer = Tracer()
@@ -46,7 +48,7 @@ def _replayed(response: Any, idempotent_data: DataRecord) -> Any:
 
 
 IDEMPOTENCY = IdempotencyConfig(
-    event_key_jmespath="snapshot_id",
+    event_key_jmespath="run_key",
     raise_on_no_idempotency_key=True,
     expires_after_seconds=ONE_JOB_PER_SNAPSHOT_S,
     response_hook=_replayed,
@@ -60,7 +62,7 @@ IDEMPOTENCY = IdempotencyConfig(
 )
 def submit_once(plan: TrainingPlan) -> dict[str, Any]:
     job = SUBMIT(plan)
-    return {**job, "snapshot_id": plan.snapshot_id}
+    return {**job, "snapshot_id": plan.snapshot_id, "run_key": plan.run_key}
 
 
 @metrics.log_metrics
@@ -68,7 +70,7 @@ def submit_once(plan: TrainingPlan) -> dict[str, Any]:
 @logger.inject_lambda_context(log_event=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     IDEMPOTENCY.register_lambda_context(context)
-    plan = plan_training(DATA, REGISTRY)
+    plan = plan_training(DATA, REGISTRY, retrain_request(event))
     logger.info(plan.reason, extra=plan.as_dict())
     job = submit_once(plan=plan) if plan.needed else None
     submitted = job is not None and not job.get("already_submitted", False)

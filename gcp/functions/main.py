@@ -104,13 +104,17 @@ def trigger_training(request: Request) -> gcp.HttpResult:
     """Cloud Scheduler (OIDC, checked by Cloud Run IAM): start a CustomJob if the data changed."""
     if request.method != "POST":
         return gcp.json_response(405, error_body("trigger_training takes POST"))
+    return gcp.json_response(200, _start_training(None))
+
+
+def _start_training(request: Any) -> dict[str, Any]:
+    """The training trigger's decision and submission; ``request``: a drift alarm's RetrainRequest."""
     s = _settings("data_bucket", "registry_uri", "gcp_project", "vertex_api_endpoint", "training_image_uri")
     submit = gcp.vertex_submitter(gcp.job_client(s.vertex_api_endpoint), project=s.gcp_project,
                                   region=s.gcp_region, image_uri=s.training_image_uri,
                                   service_account=s.training_service_account)
-    result = gcp.start_training(GCSStorage(s.data_bucket, client=_gcs()), Registry(s.registry_uri),
-                                gcp.SnapshotClaims(_firestore(), s.firestore_snapshots), submit)
-    return gcp.json_response(200, result)
+    return gcp.start_training(GCSStorage(s.data_bucket, client=_gcs()), Registry(s.registry_uri),
+                              gcp.SnapshotClaims(_firestore(), s.firestore_snapshots), submit, request)
 
 
 @functions_framework.http
@@ -155,3 +159,58 @@ def before_sign_in(request: Request) -> gcp.HttpResult:
     body = request.get_json(silent=True)
     claims = gcp.blocking_claims(body, _blocking_verifier(), gcp.EVENT_BEFORE_SIGN_IN)
     return gcp.json_response(200, gcp.before_sign_in(claims, _settings().default_tier))
+
+
+# -- drift and the Vertex AI canary (gemcast.drift, gemcast.vertex_deploy) ------------------------
+@functools.cache
+def _metric_client() -> Any:
+    from gemcast.gcp_monitoring import metric_client
+
+    return metric_client(_settings().monitoring_api_endpoint)
+
+
+@functions_framework.http
+@gcp.api_errors
+def check_drift(request: Request) -> gcp.HttpResult:
+    """Cloud Scheduler (daily, OIDC): drift of the last window of the prediction log; a body
+    may name ``window_end`` and ``window_hours``. Publishes custom.googleapis.com/gemcast/*."""
+    from gemcast import drift
+    from gemcast.gcp_monitoring import publish_drift
+
+    s = _settings("data_bucket", "registry_uri", "gcp_project")
+    window = drift.window_for(request.get_json(silent=True), s.drift_window_hours)
+    report = drift.check_drift(drift.firestore_items(_firestore(), s.firestore_predictions, window),
+                               gcp.from_document, Registry(s.registry_uri), GCSStorage(s.data_bucket, client=_gcs()),
+                               window, threshold=s.drift_threshold, min_stones=s.drift_min_stones)
+    publish_drift(_metric_client(), s.gcp_project, report, stage=s.stage)
+    keys = ("status", "message", "score", "worst_feature", "alarm", "counts", "report_uri")
+    return gcp.json_response(200, {k: report[k] for k in keys})
+
+
+@functions_framework.cloud_event
+def retrain_on_drift(event: CloudEvent) -> None:
+    """Pub/Sub, from the drift alert policy's notification channel: an opened incident runs the
+    training trigger even when the data did not change (the job's gate decides)."""
+    from gemcast.gcp_monitoring import incident
+    from gemcast.trigger import retrain_request
+
+    request = retrain_request(incident(event.data))
+    if request is None:
+        logger.info("not an opened drift incident: nothing to do")
+        return
+    logger.info("drift incident: %s", _start_training(request))
+
+
+@functions_framework.http
+def roll_champion(request: Request) -> gcp.HttpResult:
+    """Cloud Scheduler (every 5 minutes, OIDC): one step of the Vertex AI canary to the champion."""
+    from gemcast.gcp_monitoring import VertexMetrics
+    from gemcast.vertex_deploy import VertexTarget, clients
+    from gemcast.vertex_deploy import roll_champion as step
+
+    s = _settings("gcp_project", "vertex_endpoint_id", "vertex_api_endpoint", "serving_image_uri", "registry_uri")
+    endpoints, models = clients(s.vertex_api_endpoint)
+    target = VertexTarget(s.gcp_project, s.gcp_region, s.vertex_endpoint_id, s.serving_image_uri, s.registry_uri,
+                          stage=s.stage, service_account=s.serving_service_account)
+    result = step(endpoints, models, VertexMetrics(_metric_client(), s.gcp_project), Registry(s.registry_uri), target)
+    return gcp.json_response(200, result.as_dict())

@@ -16,6 +16,14 @@
 #  gemcast-similar         similar                  datastore.viewer (project: reads inventory)
 #  gemcast-before-create   before_create            none: checks the e-mail domain from its env
 #  gemcast-before-sign-in  before_sign_in           none
+#  gemcast-drift-check     check_drift              storage.objectUser (bucket: models/ in, monitoring/ out),
+#                                                   datastore.viewer (project: prediction log),
+#                                                   monitoring.metricWriter (project: drift metrics)
+#  gemcast-retrain-drift   retrain_on_drift         as gemcast-trigger-train (the same trigger, on an alert)
+#  gemcast-roll-champion   roll_champion            storage.objectViewer (bucket: models/),
+#                                                   gemcastEndpointDeployer (project), monitoring.viewer
+#                                                   (project: the canary's metrics),
+#                                                   iam.serviceAccountUser (on gemcast-serving only)
 #  gemcast-scheduler       Cloud Scheduler job      run.invoker (on trigger_training only)
 #  gemcast-eventarc        Eventarc trigger         eventarc.eventReceiver (project),
 #                                                   run.invoker (on ingest_upload only)
@@ -34,6 +42,9 @@ FUNCTION_SAS=(
   "similar|gemcast-similar"
   "before_create|gemcast-before-create"
   "before_sign_in|gemcast-before-sign-in"
+  "check_drift|gemcast-drift-check"
+  "retrain_on_drift|gemcast-retrain-drift"
+  "roll_champion|gemcast-roll-champion"
 )
 WORKLOAD_SAS=(gemcast-scheduler gemcast-eventarc gemcast-training gemcast-serving gemcast-webapp)
 
@@ -43,6 +54,9 @@ BUCKET_BINDINGS=(
   "gemcast-trigger-train|roles/storage.objectViewer"
   "gemcast-training|roles/storage.objectUser"
   "gemcast-serving|roles/storage.objectViewer"
+  "gemcast-drift-check|roles/storage.objectUser"
+  "gemcast-retrain-drift|roles/storage.objectViewer"
+  "gemcast-roll-champion|roles/storage.objectViewer"
 )
 # "account|role" pairs granted on the project (no narrower scope exists for these services).
 PROJECT_BINDINGS=(
@@ -53,11 +67,18 @@ PROJECT_BINDINGS=(
   "gemcast-predict|roles/datastore.user"
   "gemcast-similar|roles/datastore.viewer"
   "gemcast-eventarc|roles/eventarc.eventReceiver"
+  "gemcast-drift-check|roles/datastore.viewer"
+  "gemcast-drift-check|roles/monitoring.metricWriter"
+  "gemcast-retrain-drift|roles/datastore.user"
+  "gemcast-retrain-drift|projects/${PROJECT}/roles/gemcastTrainingLauncher"
+  "gemcast-roll-champion|projects/${PROJECT}/roles/gemcastEndpointDeployer"
+  "gemcast-roll-champion|roles/monitoring.viewer"
 )
 # "custom role id|definition file"
 CUSTOM_ROLES=(
   "gemcastPredictor|gcp/iam/roles/gemcast_predictor.yaml"
   "gemcastTrainingLauncher|gcp/iam/roles/gemcast_training_launcher.yaml"
+  "gemcastEndpointDeployer|gcp/iam/roles/gemcast_endpoint_deployer.yaml"
 )
 
 # The service account of a function entry point.
@@ -110,6 +131,12 @@ deploy_iam() {
   # trigger_training starts the CustomJob *as* gemcast-training: it may act as that one account.
   run gcloud iam service-accounts add-iam-policy-binding "$(sa_email gemcast-training)" \
     --project="$PROJECT" --member="serviceAccount:$(sa_email gemcast-trigger-train)" \
+    --role=roles/iam.serviceAccountUser
+  run gcloud iam service-accounts add-iam-policy-binding "$(sa_email gemcast-training)" \
+    --project="$PROJECT" --member="serviceAccount:$(sa_email gemcast-retrain-drift)" \
+    --role=roles/iam.serviceAccountUser
+  run gcloud iam service-accounts add-iam-policy-binding "$(sa_email gemcast-serving)" \
+    --project="$PROJECT" --member="serviceAccount:$(sa_email gemcast-roll-champion)" \
     --role=roles/iam.serviceAccountUser
 
   # Cloud Storage publishes object events through Pub/Sub as its own service agent.

@@ -8,10 +8,16 @@ whose sha256 does not match its manifest stops the start.
 
 from __future__ import annotations
 
+import contextlib
+import csv
+import io
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +27,7 @@ import pytest
 import requests
 
 from gemcast.pipeline import run_training
-from gemcast.schema import EXAMPLE_STONE
+from gemcast.schema import EXAMPLE_STONE, FEATURES
 from gemcast_local.servers import StandInServer, free_port
 from gemcast_local.stack import ModelServer
 
@@ -91,10 +97,101 @@ def test_a_batch_of_1000_answers_in_order_with_per_stone_errors(server: ModelSer
     assert sum("error" in p for p in predictions) == 2
 
 
-def test_more_than_1000_stones_is_a_400(server: ModelServer) -> None:
-    answer = invoke(f"{server.url}/invocations", {"instances": [STONE] * 1001})
+def test_as_many_stones_as_fit_in_6_mib_and_a_larger_body_is_a_413(server: ModelServer) -> None:
+    answer = invoke(f"{server.url}/invocations", {"instances": [STONE] * 5000})
+    assert answer.status_code == 200 and len(answer.json()["predictions"]) == 5000
+    huge = b'{"instances": [' + b'{"carat": 0.7},' * (7 * 1024 * 1024 // 15) + b"{}]}"
+    answer = requests.post(f"{server.url}/invocations", data=huge, headers={"Content-Type": "application/json"},
+                           timeout=30)
+    assert answer.status_code == 413 and "bytes" in answer.json()["error"]["message"]
+
+
+def test_a_chunked_body_is_read_whole(server: ModelServer) -> None:
+    chunks = (part.encode() for part in ('{"instances": [', json.dumps(STONE), ",", json.dumps(BIG), "]}"))
+    answer = requests.post(f"{server.url}/invocations", data=chunks, headers={"Content-Type": "application/json"},
+                           timeout=30)
+    assert answer.status_code == 200 and len(answer.json()["predictions"]) == 2
+
+
+def csv_line(stone: dict[str, Any]) -> str:
+    return ",".join(str(stone[f]) for f in FEATURES)
+
+
+def test_csv_in_one_stone_a_line_is_answered_in_csv_in_order_with_a_bad_line_in_its_place(
+    server: ModelServer,
+) -> None:
+    body = "\n".join([csv_line(STONE), csv_line({**BIG, "cut": "Superb"}), '0.7,"Ideal,E', csv_line(BIG)]) + "\n"
+    answer = requests.post(f"{server.url}/invocations", data=body, headers={"Content-Type": "text/csv"}, timeout=30)
+    assert answer.status_code == 200 and answer.headers["Content-Type"] == "text/csv"
+    rows = list(csv.reader(io.StringIO(answer.text)))
+    assert len(rows) == 4
+    prices = invoke(f"{server.url}/invocations", [STONE, BIG]).json()["predictions"]
+    assert float(rows[0][0]) == prices[0]["price"] and float(rows[3][0]) == prices[1]["price"]
+    assert rows[1][0] == "" and "Superb" in rows[1][1]
+    assert rows[2][0] == "" and "quote" in rows[2][1]
+
+
+def test_csv_with_a_header_in_another_order_and_quoted_fields_answers_json_on_request(server: ModelServer) -> None:
+    names = list(reversed(FEATURES))
+    body = ",".join(names) + "\n" + ",".join(f'"{STONE[f]}"' for f in names) + "\n"
+    answer = requests.post(f"{server.url}/invocations", data=body, timeout=30,
+                           headers={"Content-Type": "text/csv", "Accept": "application/json"})
+    assert answer.status_code == 200 and answer.headers["Content-Type"] == "application/json"
+    (prediction,) = answer.json()["predictions"]
+    assert prediction["price"] == invoke(f"{server.url}/invocations", STONE).json()["predictions"][0]["price"]
+
+
+def test_jsonlines_in_and_out_with_a_bad_line_answered_in_its_place(server: ModelServer) -> None:
+    values = [STONE[f] for f in FEATURES]
+    body = json.dumps(STONE) + "\n{not json\n" + json.dumps(values) + "\n"
+    answer = requests.post(f"{server.url}/invocations", data=body, headers={"Content-Type": "application/jsonlines"},
+                           timeout=30)
+    assert answer.status_code == 200 and answer.headers["Content-Type"] == "application/jsonlines"
+    first, bad, listed = (json.loads(line) for line in answer.text.splitlines())
+    assert first["price"] == listed["price"] > 0 and "reasons" in first
+    assert "not JSON" in bad["error"]["message"]
+
+
+def test_an_accept_not_served_is_a_406_and_an_unknown_content_type_a_415(server: ModelServer) -> None:
+    answer = requests.post(f"{server.url}/invocations", data=json.dumps(STONE), timeout=30,
+                           headers={"Content-Type": "application/json", "Accept": "application/x-protobuf"})
+    assert answer.status_code == 406
+    assert all(t in answer.json()["error"]["message"] for t in ("application/json", "text/csv", "jsonlines"))
+    answer = requests.post(f"{server.url}/invocations", data=b"\x00", headers={"Content-Type": "image/png"},
+                           timeout=30)
+    assert answer.status_code == 415 and "text/csv" in answer.json()["error"]["message"]
+    answer = requests.post(f"{server.url}/invocations", data=json.dumps(STONE), timeout=30,
+                           headers={"Content-Type": "application/json", "Accept": "text/csv;q=0.5, */*;q=0.1"})
+    assert answer.status_code == 200 and answer.headers["Content-Type"] == "text/csv"
+
+
+def test_execution_parameters_tell_batch_transform_how_to_send(server: ModelServer) -> None:
+    answer = requests.get(f"{server.url}/execution-parameters", timeout=5)
+    assert answer.status_code == 200
+    assert answer.json() == {"MaxConcurrentTransforms": 2, "BatchStrategy": "MULTI_RECORD", "MaxPayloadInMB": 6}
+
+
+VERTEX = "/v1/projects/p/locations/us-central1/endpoints/e:predict"
+
+
+@pytest.mark.parametrize("body", [{}, {"parameters": {"reasons": False}}, {"instances": []}])
+def test_vertex_with_no_instances_is_an_invalid_argument(server: ModelServer, body: dict[str, Any]) -> None:
+    answer = invoke(f"{server.url}{VERTEX}", body)
     assert answer.status_code == 400
-    assert "1000" in answer.json()["error"]["message"]
+    error = answer.json()["error"]
+    assert error["code"] == 400 and error["status"] == "INVALID_ARGUMENT" and "no stones" in error["message"]
+
+
+def test_vertex_parameters_are_read_as_written_and_instances_may_be_lists_of_values(server: ModelServer) -> None:
+    values = [STONE[f] for f in FEATURES]
+    answer = invoke(f"{server.url}{VERTEX}", {"instances": [values, values[:3]], "parameters": {"reasons": "false"}})
+    assert answer.status_code == 200
+    listed, short = answer.json()["predictions"]
+    assert listed == {"price": invoke(f"{server.url}/invocations", STONE).json()["predictions"][0]["price"]}
+    assert "9 values" in short["error"]["message"]
+    answer = invoke(f"{server.url}{VERTEX}", {"instances": [STONE], "parameters": {"reasons": "maybe"}})
+    assert answer.status_code == 400 and answer.json()["error"]["status"] == "INVALID_ARGUMENT"
+    assert "parameters.reasons" in answer.json()["error"]["message"]
 
 
 def test_the_sagemaker_runtime_client_reaches_it_by_the_wire_path(
@@ -113,6 +210,9 @@ def test_the_sagemaker_runtime_client_reaches_it_by_the_wire_path(
     )
     body = json.loads(answer["Body"].read())
     assert body["predictions"][0]["price"] > 0 and body["model_version"] == registry[1]
+    answer = client.invoke_endpoint(EndpointName="gemcast-dev", ContentType="text/csv", Accept="text/csv",
+                                    CustomAttributes="reasons=false", Body=csv_line(STONE).encode())
+    assert float(answer["Body"].read().decode().split(",")[0]) == body["predictions"][0]["price"]
 
 
 class ContainerServe(StandInServer):
@@ -174,3 +274,52 @@ def test_a_tampered_model_stops_the_start(registry: tuple[Path, str], tmp_path: 
     )
     assert done.returncode != 0
     assert "sha256" in done.stderr and "refusing" in done.stderr
+
+
+def test_a_graceful_stop_ends_every_worker_cleanly(tmp_path: Path) -> None:
+    """SIGTERM with the onnxruntime trees loaded: no worker aborts (it used to, on every stop)."""
+    root = tmp_path / "models"
+    run_training(str(REPO / "data" / "diamonds.csv"), root.as_uri(), kind="gbm", budget_s=1, max_trials=1,
+                 max_iter=20, progress=None)
+    port = free_port()
+    log = tmp_path / "serve.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "gemcast.container", "serve", "--host", "127.0.0.1",
+                                 "--workers", "2"], stdout=out, stderr=subprocess.STDOUT,
+                                env={**os.environ, "SAGEMAKER_BIND_TO_PORT": str(port), "REGISTRY_URI": root.as_uri(),
+                                     "GEMCAST_SAGEMAKER_ROOT": str(tmp_path / "opt_ml")})
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                with contextlib.suppress(requests.ConnectionError):
+                    if requests.get(f"http://127.0.0.1:{port}/ping", timeout=2).status_code == 200:
+                        break
+                time.sleep(0.2)
+            session = requests.Session()
+            for _ in range(8):  # reach both workers
+                assert invoke_with(session, f"http://127.0.0.1:{port}/invocations", [STONE, BIG]).status_code == 200
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(timeout=30)
+    text = log.read_text()
+    assert code == 0, text
+    assert "SIGABRT" not in text and "terminate called" not in text, text
+
+
+def invoke_with(session: requests.Session, url: str, body: Any) -> requests.Response:
+    return session.post(url, data=json.dumps(body), headers={"Content-Type": "application/json"}, timeout=30)
+
+
+def test_the_aiplatform_client_reads_a_refusal_as_vertex_gives_it(server: ModelServer) -> None:
+    from google.api_core import exceptions as gexc
+    from google.protobuf import json_format, struct_pb2
+
+    from gemcast.gcp import endpoint_path, prediction_client
+
+    client = prediction_client(server.url, 10)
+    path = endpoint_path("p", "us-central1", "e")
+    answer = client.predict(endpoint=path, instances=[json_format.ParseDict(STONE, struct_pb2.Value())])
+    assert answer.predictions[0]["price"] > 0
+    with pytest.raises(gexc.BadRequest) as refused:
+        client.predict(endpoint=path, instances=[])  # the client sends {} for an empty list
+    assert "no stones" in refused.value.message

@@ -20,6 +20,7 @@ FUNCTIONS = {
     "AuthPreSignupFunction": "auth_pre_signup",
     "AuthPostConfirmationFunction": "auth_post_confirmation",
     "AuthPreTokenFunction": "auth_pre_token",
+    "DriftCheckFunction": "drift_check",
 }
 
 # The settings each function reads; the template must set them (and config.py name them).
@@ -40,6 +41,7 @@ NEEDS = {
     "AuthPreSignupFunction": {"ALLOWED_EMAIL_DOMAINS", "AUTO_CONFIRM"},
     "AuthPostConfirmationFunction": {"USERS_TABLE", "DEFAULT_TIER"},
     "AuthPreTokenFunction": {"USERS_TABLE", "DEFAULT_TIER"},
+    "DriftCheckFunction": {"DATA_BUCKET", "REGISTRY_URI", "PREDICTION_LOG_TABLE", "DRIFT_THRESHOLD"},
 }
 
 ROUTES = {
@@ -213,7 +215,8 @@ def test_layer_has_no_heavy_dependencies(template: dict[str, Any]) -> None:
     assert layer["Metadata"]["BuildMethod"] == "python3.12"
     requirements = (TEMPLATE.parent / layer["Properties"]["ContentUri"] / "requirements.txt").read_text()
     packages = [
-        line.split("#")[0].strip() for line in requirements.splitlines() if line.split("#")[0].strip()
+        line.split("#")[0].strip() for line in requirements.splitlines()
+        if line.split("#")[0].strip() and not line.startswith("-c ")  # the lock constrains, installs nothing
     ]
     assert packages == [], "the gemcast layer ships gemcast's code only"
     # Powertools reaches every function through AWS's own layer, named by one parameter.

@@ -109,3 +109,25 @@ def test_duplicates_are_found_across_files():
 def test_not_utf8():
     with pytest.raises(DatasetError, match="UTF-8"):
         clean_csv(b"\xff\xfe\x00carat")
+
+
+def test_an_unterminated_quote_or_a_nul_byte_spoils_only_its_line_and_is_kept_with_its_reason():
+    good = "0.7,Ideal,E,VS1,61.8,56,3000,5.7,5.72,3.53\n"
+    other = "1.51,Premium,G,VS2,61.9,58,9000,7.32,7.28,4.52\n"
+    text = HEADER + good + '"0.7,Ideal,E,VS1,61.8,56,3000,5.7,5.72,3.53\n' + "0.8,Ideal\x00,E\n" + other
+    result = clean_csv(text)
+    assert len(result.accepted) == 2 and result.accepted_lines == [2, 5]
+    lines = {r.line: r.as_dict()["reasons"][0]["reason"] for r in result.rejected}
+    assert set(lines) == {3, 4}
+    assert "quote" in lines[3] and "NUL" in lines[4]
+    assert result.reason_counts() == {"row: NUL byte": 1, "row: unreadable CSV": 1}
+    assert "\\u0000" in result.rejected_jsonl()  # the damaged line itself is kept
+
+
+def test_rows_with_numbers_at_the_edge_of_floating_point_are_rejected_with_their_reasons():
+    underflow = "0.7,Ideal,E,VS1,61.8,56,2757,1e-200,1e-200,1e-200\n"
+    huge = f"{10**400},Ideal,E,VS1,61.8,56,2757,5.7,5.73,3.53\n"
+    text = HEADER + ROW + underflow + huge
+    result = clean_csv(text)
+    assert len(result.accepted) == 1 and [r.line for r in result.rejected] == [3, 4]
+    assert "carat" in {p.field for p in result.rejected[1].problems}

@@ -149,3 +149,30 @@ def test_a_config_error_exits_2_with_its_message(opt_ml: Path, monkeypatch: pyte
     monkeypatch.delenv("GEMCAST_DATA_URI", raising=False)
     assert main(["train"]) == 2
     assert "no training data" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("rooted", ["", "v7", "models/v7"])
+def test_the_model_is_found_however_the_archive_was_rooted(opt_ml: Path, rooted: str) -> None:
+    package = opt_ml / "model" / rooted
+    package.mkdir(parents=True, exist_ok=True)
+    (package / "manifest.json").write_text("{}")
+    args = serve_arguments([], {SAGEMAKER_ROOT_ENV: str(opt_ml)})
+    assert option(args, "--model-dir") == package.resolve().as_uri()
+
+
+def test_two_packages_in_the_archive_is_a_config_error_naming_them(opt_ml: Path) -> None:
+    for version in ("v1", "v2"):
+        (opt_ml / "model" / version).mkdir(parents=True)
+        (opt_ml / "model" / version / "manifest.json").write_text("{}")
+    with pytest.raises(ConfigError, match="v1, v2"):
+        serve_arguments([], {SAGEMAKER_ROOT_ENV: str(opt_ml)})
+
+
+def test_sagemaker_bind_to_port_wins_and_the_safe_range_is_checked(opt_ml: Path) -> None:
+    env = {SAGEMAKER_ROOT_ENV: str(opt_ml), "REGISTRY_URI": "s3://b/models", "SAGEMAKER_BIND_TO_PORT": "9123",
+           "SAGEMAKER_SAFE_PORT_RANGE": "20000-20999"}
+    assert option(serve_arguments([], env), "--port") == "9123"
+    with pytest.raises(ConfigError, match="SAGEMAKER_SAFE_PORT_RANGE"):
+        serve_arguments([], {**env, "SAGEMAKER_SAFE_PORT_RANGE": "lots"})
+    with pytest.raises(ConfigError, match="SAGEMAKER_BIND_TO_PORT"):
+        serve_arguments([], {**env, "SAGEMAKER_BIND_TO_PORT": "http"})

@@ -21,7 +21,8 @@ from gemcast.config import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 GCP = REPO / "gcp"
-ENTRY_POINTS = ["ingest_upload", "trigger_training", "predict", "similar", "before_create", "before_sign_in"]
+ENTRY_POINTS = ["ingest_upload", "trigger_training", "predict", "similar", "before_create", "before_sign_in",
+                "check_drift", "retrain_on_drift", "roll_champion"]
 STAGES = ["dev", "prod"]
 ENV_NAMES = {v for k, v in vars(config).items() if k.isupper() and isinstance(v, str)}
 

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 
 from gemcast import intervals, reasons
-from gemcast.answer import check_coverage, parse_parameters
+from gemcast.answer import check_coverage
 from gemcast.api import price_stones
 from gemcast.errors import ValidationError
 from gemcast.model import DERIVED_INPUTS
 from gemcast.pipeline import Progress, load_dataset, run_training
-from gemcast.predict import Predictor
+from gemcast.predict import Predictor, PriceOptions, parse_options
 from gemcast.registry import Registry
 from gemcast.schema import EXAMPLE_STONE, FEATURES, encode
 from gemcast.serving import ModelApp
@@ -90,7 +90,7 @@ def test_the_range_holds_the_price_and_widens_with_coverage(trained):
     predictor = Predictor(model, version)
     widths = []
     for c in (50, 80, 95):
-        out = predictor.price([stone()], coverage=c)[0]
+        out = predictor.price([stone()], PriceOptions(coverage=c))[0]
         r = out["price_range"]
         assert r["coverage"] == c and r["low"] < out["price"] < r["high"]
         widths.append(r["high"] - r["low"])
@@ -104,7 +104,7 @@ def test_the_range_holds_the_price_and_widens_with_coverage(trained):
 def test_what_if_prices_the_neighbouring_grades_and_the_next_milestone(trained):
     _registry, version, model = trained
     out = Predictor(model, version).price([stone(), stone(color="D", carat=0.6, x=5.4, y=5.42, z=3.34)],
-                                          what_if=True)
+                                          PriceOptions(what_if=True))
     changes = {(w["change"], w["direction"]): w for w in out[0]["what_if"]}
     assert set(changes) == {("color", "up"), ("color", "down"), ("clarity", "up"), ("clarity", "down"),
                             ("cut", "down"), ("carat", "up")}  # Ideal is the best cut; 0.7 ct is just under 0.75
@@ -121,16 +121,15 @@ def test_what_if_prices_the_neighbouring_grades_and_the_next_milestone(trained):
 
 
 def test_parameters_are_checked_and_name_their_field():
-    assert parse_parameters({"instances": []}) == {"reasons": True, "coverage": 80, "what_if": False}
-    assert parse_parameters({"parameters": {"coverage": 0.95, "what_if": True}})["coverage"] == 95
+    assert parse_options(None) == PriceOptions(reasons=True, coverage=80, what_if=False)
+    assert parse_options({"coverage": 0.95, "what_if": True}) == PriceOptions(coverage=95, what_if=True)
+    assert parse_options({"coverage": "50"}, where="query").coverage == 50  # a query string's text
     assert check_coverage(95.0) == 95
-    for bad, field in (({"coverage": 70}, "coverage"), ({"coverage": "80"}, "coverage"),
-                       ({"what_if": "yes"}, "what_if"), ({"reasons": 1}, "reasons")):
+    for bad, field in (({"coverage": 70}, "parameters.coverage"), ({"coverage": "much"}, "parameters.coverage"),
+                       ({"what_if": "maybe"}, "parameters.what_if"), ({"reasons": 1}, "parameters.reasons")):
         with pytest.raises(ValidationError) as err:
-            parse_parameters({"parameters": bad})
+            parse_options(bad)
         assert field in err.value.errors
-    with pytest.raises(ValidationError):
-        parse_parameters({"parameters": [1]})
 
 
 def test_the_api_and_the_model_server_pass_the_parameters_on(trained):
@@ -148,7 +147,7 @@ def test_the_api_and_the_model_server_pass_the_parameters_on(trained):
     assert answer.status == 200, answer.body
     assert answer.body["price_range"]["coverage"] == 95 and answer.body["what_if"]
     bad = price_stones(json.dumps({"instances": [stone()], "parameters": {"coverage": 99}}), Endpoint())
-    assert bad.status == 400 and "coverage" in bad.body["error"]["fields"]
+    assert bad.status == 400 and "parameters.coverage" in bad.body["error"]["fields"]
 
 
 def test_the_model_card_reports_each_ranges_coverage_and_width(trained):

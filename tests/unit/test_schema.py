@@ -79,3 +79,26 @@ def test_split_is_decided_by_the_stone_itself():
     stones = [{**GOOD, "carat": 0.3 + i / 1000} for i in range(2000)]
     share = sum(map(is_holdout, stones)) / len(stones)
     assert 0.15 < share < 0.25
+
+
+@pytest.mark.parametrize(
+    "edge",
+    [
+        {"x": 1e-200, "y": 1e-200, "z": 1e-200},  # the volume underflows to 0
+        {"y": 5e-324},  # x / y overflows
+        {"carat": 10**400},  # float() of it raises OverflowError
+        {"depth": "1e400"},  # text that reads as infinity
+        {"table": -(10**400), "cut": 10**400},
+        {"z": float("-inf"), "x": float("nan")},
+    ],
+)
+def test_numbers_at_the_edge_of_floating_point_are_refused_with_a_reason(edge):
+    values, problems = check_stone({**GOOD, **edge})
+    assert problems, edge
+    for problem in problems:
+        assert problem.reason and len(problem.reason) < 200
+
+
+def test_an_overflowing_integer_is_named_briefly():
+    problems = fields_of(check_stone({**GOOD, "carat": 10**400})[1])
+    assert problems["carat"] == "must be a finite number of ordinary size, got an integer of about 401 digits"

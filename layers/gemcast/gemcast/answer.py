@@ -1,8 +1,8 @@
 """What a priced stone carries beside its price: the range, the grouped reasons, the what-if table.
 
 ``Predictor.price`` calls :func:`extras` once per batch; the request parameters that steer
-it (``reasons``, ``coverage``, ``what_if``) are read by :func:`parse_parameters`, the one
-reader for the model server, the API and the CLI. A model file without an interval table
+it (``coverage``, ``what_if``) are fields of ``predict.PriceOptions``, read in one place
+(``predict.parse_options``); :func:`check_coverage` is how a coverage is read. A model file without an interval table
 (written before ranges existed, or trained on too few rows to calibrate one) answers prices
 without a range. numpy-free at import: the Lambda proxy reads the parameters with it.
 """
@@ -15,7 +15,6 @@ from typing import Any
 
 from gemcast.errors import ValidationError
 
-PARAMETERS = ("reasons", "coverage", "what_if")
 COVERAGES: tuple[int, ...] = (50, 80, 90, 95)  # percent; what a caller may ask for
 DEFAULT_COVERAGE = 80
 
@@ -36,31 +35,11 @@ def check_coverage(value: Any) -> int:
     )
 
 
-def parse_parameters(body: Any) -> dict[str, Any]:
-    """``{"reasons", "coverage", "what_if"}`` from a body's ``parameters`` object (defaults if none)."""
-    raw = body.get("parameters") if isinstance(body, Mapping) else None
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, Mapping):
-        raise ValidationError("'parameters' must be an object", {"parameters": "must be an object"})
-    out: dict[str, Any] = {"reasons": True, "coverage": DEFAULT_COVERAGE, "what_if": False}
-    for key in ("reasons", "what_if"):
-        if key in raw:
-            if not isinstance(raw[key], bool):
-                raise ValidationError(f"{key} must be true or false, got {raw[key]!r}",
-                                      {key: f"must be true or false, got {raw[key]!r}"})
-            out[key] = raw[key]
-    if "coverage" in raw:
-        out["coverage"] = check_coverage(raw["coverage"])
-    return out
-
-
 def extras(
     model: Any,
     X: Any,
     prices: Any,
     explained: Sequence[Mapping[str, Any]] | None,
-    stones: Sequence[Mapping[str, Any]],
     *,
     coverage: int = DEFAULT_COVERAGE,
     what_if: bool = False,
@@ -69,7 +48,11 @@ def extras(
     import numpy as np
 
     from gemcast import intervals, reasons, whatif
+    from gemcast.schema import CATEGORIES, FEATURES
 
+    # The stones as people read them (grades by name), for the reasons' meanings.
+    stones = [{f: CATEGORIES[f][int(v)] if f in CATEGORIES else v for f, v in zip(FEATURES, row, strict=True)}
+              for row in np.asarray(X, dtype=float).tolist()]
     out: list[dict[str, Any]] = [{} for _ in stones]
     table = model.metadata.get("intervals")
     if table:

@@ -26,9 +26,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from gemcast.answer import parse_parameters
 from gemcast.errors import EndpointError, ValidationError
-from gemcast.predict import parse_instances, validate_stones
+from gemcast.predict import ENVELOPE_KEYS, parse_instances, parse_options, validate_stones
 
 logger = logging.getLogger(__name__)
 
@@ -134,9 +133,13 @@ def price_stones(body: str | bytes | None, endpoint: EndpointClient) -> ApiRespo
     """Validate and price; no logging (see ``handle_predictions``)."""
     try:
         parsed = _parse_body(body)
+        # Passed on to the model server when given (coverage, what_if, reasons), also beside a
+        # single stone's fields; refused here, naming the field, before the endpoint is called.
+        parameters = parsed.get("parameters") if isinstance(parsed, Mapping) else None
+        parse_options(parameters)
+        if parameters is not None and not any(k in parsed for k in ENVELOPE_KEYS):
+            parsed = {k: v for k, v in parsed.items() if k != "parameters"}
         raw_stones, single = parse_instances(parsed)
-        # Passed on to the model server when given (coverage, what_if, reasons: gemcast.answer).
-        parameters = parse_parameters(parsed) if isinstance(parsed, Mapping) and "parameters" in parsed else None
     except ValidationError as exc:
         return ApiResponse(400, error_body(str(exc), exc.errors))
     errors, valid = validate_stones(raw_stones)

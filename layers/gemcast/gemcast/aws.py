@@ -30,8 +30,47 @@ def endpoint_client_config(timeout_s: float) -> Any:
     )
 
 
+# Errors of sagemaker-runtime InvokeEndpoint that mean "not now": the caller may retry.
+_RETRYABLE_CODES = frozenset({"ThrottlingException", "ModelNotReadyException", "ServiceUnavailable",
+                              "InternalFailure", "InternalDependencyException", "ValidationError"})
+
+
+def endpoint_error(endpoint_name: str, exc: Exception) -> EndpointError:
+    """The EndpointError for a failed invoke_endpoint, as SageMaker really fails.
+
+    - ``ModelError`` (424): the container answered with an error. SageMaker puts the container's
+      status and body in ``OriginalStatusCode`` and ``OriginalMessage``; a container that timed
+      out (60 s) or is still loading (503) means unavailable (503), any other answer a broken
+      contract between the proxy and the image (502).
+    - ``ThrottlingException`` (a serverless endpoint at its concurrency), ``ModelNotReadyException``,
+      ``ServiceUnavailable``, ``InternalFailure``, and ``ValidationError`` (no such endpoint, for
+      example during a first deploy): 503, with Retry-After set by the caller.
+    - botocore's own errors (connection refused, connect or read timeouts): 503.
+    """
+    from botocore.exceptions import ClientError
+
+    where = f"invoke_endpoint {endpoint_name}"
+    if not isinstance(exc, ClientError):
+        return EndpointError(f"{where}: {type(exc).__name__}: {exc}", status=503)
+    error = exc.response.get("Error", {})
+    code = str(error.get("Code", ""))
+    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+    if code == "ModelError":
+        original = exc.response.get("OriginalStatusCode")
+        original_status = int(original) if isinstance(original, int | str) and str(original).isdigit() else 0
+        message = str(exc.response.get("OriginalMessage") or error.get("Message") or "")
+        timed_out = original_status == 0 or "timed out" in message
+        return EndpointError(
+            f"{where}: the model container answered {original_status or 'nothing'}: {message[:500]}",
+            status=503 if timed_out or original_status == 503 else 502,
+        )
+    retryable = code in _RETRYABLE_CODES or status >= 500 or status == 429
+    return EndpointError(f"{where}: {code or status} {error.get('Message', exc)}", status=503 if retryable else 502)
+
+
 class SageMakerEndpoint:
-    """Calls a SageMaker endpoint (or, locally, the serving process at the same wire path)."""
+    """Calls a SageMaker endpoint (or, locally, the SageMaker-runtime stand-in in front of the
+    serving process, which fails the way SageMaker does)."""
 
     def __init__(self, client: Any, endpoint_name: str) -> None:
         self.client = client
@@ -48,14 +87,8 @@ class SageMakerEndpoint:
                 Body=json.dumps({"instances": instances} | ({"parameters": parameters} if parameters else {})).encode(),
             )
             payload = json.loads(response["Body"].read())
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-            unavailable = code in {"ThrottlingException", "ServiceUnavailable", "ValidationError"} or status >= 500
-            raise EndpointError(f"invoke_endpoint {self.endpoint_name}: {code} {exc}",
-                                status=503 if unavailable and code != "ModelError" else 502) from exc
-        except BotoCoreError as exc:  # connection refused, timeouts
-            raise EndpointError(f"invoke_endpoint {self.endpoint_name}: {exc}", status=503) from exc
+        except (ClientError, BotoCoreError) as exc:
+            raise endpoint_error(self.endpoint_name, exc) from exc
         except ValueError as exc:
             raise EndpointError(f"invoke_endpoint {self.endpoint_name}: the answer is not JSON: {exc}",
                                 status=502) from exc

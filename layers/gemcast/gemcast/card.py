@@ -168,6 +168,10 @@ Rejected rows, by reason (each kept with its reasons in `rejected.jsonl`):
 ## Parameters
 {params}
 
+## Drift
+The request log is compared with this model's training data every day; the latest drift
+report is [monitoring/drift/latest.md](../../monitoring/drift/latest.md) in the same bucket.
+
 ## Limits
 - Trained on stones of {data.get('carat_range', 'the training range')} carat; prices outside the data's range
   ($326 to $18,823 in the bundled data) are extrapolations.

@@ -11,7 +11,7 @@ import hashlib
 import io
 import json
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,7 +53,7 @@ class CleanResult:
         counts: Counter[str] = Counter()
         for row in self.rejected:
             for problem in row.problems:
-                counts[_reason_kind(problem)] += 1
+                counts[reason_kind(problem)] += 1
         return dict(sorted(counts.items()))
 
     def snapshot_id(self) -> str:
@@ -84,10 +84,15 @@ class CleanResult:
         return [encode(r) for r in self.accepted], [float(r["price"]) for r in self.accepted]
 
 
-def _reason_kind(problem: Problem) -> str:
+def reason_kind(problem: Problem) -> str:
+    """The kind of a problem, for counts of rejected rows by reason ("carat: out of range")."""
     reason = problem.reason
     if reason.startswith("exact duplicate"):
         return "duplicate"
+    if "NUL byte" in reason:
+        return "row: NUL byte"
+    if reason.startswith("is not a CSV line"):
+        return "row: unreadable CSV"
     if reason == "is missing":
         return f"{problem.field}: missing"
     if "must be a number" in reason or "finite" in reason:
@@ -110,6 +115,27 @@ def curated_line(row: Mapping[str, Any]) -> str:
         f"{row['carat']:g},{row['cut']},{row['color']},{row['clarity']},{row['depth']:g},"
         f"{row['table']:g},{price_text},{row['x']:g},{row['y']:g},{row['z']:g}\n"
     )
+
+
+def csv_lines(text: str) -> Iterator[tuple[list[str], Problem | None]]:
+    """Each physical line of a CSV document as (cells, None), or ([line], problem) when unreadable.
+
+    A line is parsed on its own, so an unterminated quote spoils only its line (csv.reader over
+    the whole text would swallow the rest of the file into one field, or raise csv.Error), and
+    a NUL byte is named as the reason. Blank lines come out as ([], None): callers skip them but
+    keep counting lines. Shared by cleaning, the model server's ``text/csv`` and ``gemcast score``.
+    """
+    for raw in io.StringIO(text, newline=None):
+        line = raw.rstrip("\r\n")
+        if "\x00" in line:
+            yield [line], Problem("row", "contains a NUL byte (\\x00): the file is damaged or not text")
+        elif '"' not in line:
+            yield (line.split(",") if line else []), None
+        else:
+            try:
+                yield next(csv.reader([line], strict=True)), None
+            except (csv.Error, StopIteration) as exc:
+                yield [line], Problem("row", f"is not a CSV line: {exc} (an unterminated or stray quote?)")
 
 
 def _check_header(header: list[str] | None) -> list[str]:
@@ -138,16 +164,23 @@ class Cleaner:
         self.result = CleanResult()
         self._first_line_of: dict[str, str] = {}
 
-    def add_rows(self, rows: Iterable[list[str]], *, source: str = "") -> None:
-        iterator = iter(rows)
+    def add_rows(self, rows: Iterable[list[str] | tuple[list[str], Problem | None]], *, source: str = "") -> None:
+        """Rows of cells (the first is the header), or ``csv_lines`` pairs (cells, problem)."""
+        iterator = (r if isinstance(r, tuple) else (r, None) for r in rows)
         where = f"{source}: " if source else ""
+        first = next(iterator, None)
         try:
-            header = _check_header(next(iterator, None))
+            if first is not None and first[1] is not None:
+                raise DatasetError(f"the header line is unreadable: {first[1].reason}")
+            header = _check_header(None if first is None else first[0])
         except DatasetError as exc:
             raise DatasetError(f"{where}{exc}") from exc
         self.result.source = ", ".join(s for s in (self.result.source, source) if s)
         before = self.result.total
-        for line, cells in enumerate(iterator, start=2):
+        for line, (cells, unreadable) in enumerate(iterator, start=2):
+            if unreadable is not None:
+                self.result.rejected.append(RejectedRow(line, {"line": cells[0]}, [unreadable], source))
+                continue
             if not cells or all(not c.strip() for c in cells):
                 continue  # a blank line is not a row
             raw = dict(zip(header, cells, strict=False))
@@ -181,7 +214,7 @@ class Cleaner:
             raise DatasetError(
                 f"{source + ' ' if source else ''}the file is empty: expected a header line " + ",".join(COLUMNS)
             )
-        self.add_rows(csv.reader(io.StringIO(text)), source=source)
+        self.add_rows(csv_lines(text), source=source)
 
     def finish(self) -> CleanResult:
         result = self.result

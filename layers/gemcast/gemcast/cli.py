@@ -1,4 +1,5 @@
-"""The ``gemcast`` command: train, predict, models, serve, and the local stack.
+"""The ``gemcast`` command: train, predict, models, serve, score (the local stack's commands are
+``gemcast-local``'s, in gemcast_local: nothing here reaches local code).
 
 Every form prints what scripts rely on (``--json`` where a machine reads it) and exits
 non-zero with a one-line error naming the problem.
@@ -80,29 +81,28 @@ def build_parser() -> argparse.ArgumentParser:
                        help="registry URI; serves the champion, or --version (default: $REGISTRY_URI)")
     where.add_argument("--model-dir", help="one model package folder URI (REGISTRY/VERSION), e.g. AIP_STORAGE_URI")
     serve.add_argument("--version", help="a pinned model version (default: the champion)")
-    serve.add_argument("--port", type=int, default=None, help="port (default $AIP_HTTP_PORT or 8080)")
+    serve.add_argument("--port", type=int, default=None,
+                       help="port (default $SAGEMAKER_BIND_TO_PORT, $AIP_HTTP_PORT or 8080)")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 in the image)")
     serve.add_argument("--workers", type=int, default=None, help="worker processes (default: cores)")
 
-    # The local stack (gemcast_local, installed with the repository, not in the layer).
-    up = sub.add_parser("up", help="run the whole AWS stack on this machine (make demo); Ctrl-C stops it")
-    up.add_argument("--api-port", type=int, default=3000, help="local API gateway port (default 3000)")
-    up.add_argument("--state", default=".gemcast", help="state and logs folder (default .gemcast)")
-    up.add_argument("--kind", choices=("gbm", "linear"), default="gbm", help="model kind (default gbm)")
-    up.add_argument("--budget", type=float, default=30.0, help="search budget in seconds (default 30)")
-    up.add_argument("--trials", type=int, default=1, help="training search candidates at most (default 1)")
-    up.add_argument("--cloud", choices=("aws", "gcp"), default="aws",
-                    help="which half to run on its stand-ins (default aws; gcp: make demo-gcp)")
-    trigger = sub.add_parser("trigger", help="the daily training check, now, on the running local stack "
-                             "(a job trains as a local process)")
-    trigger.add_argument("--state", default=".gemcast", help="the local stack's state folder")
-    trigger.add_argument("--kind", choices=("gbm", "linear"), help="model kind of the job")
-    trigger.add_argument("--budget", type=float, help="the job's search budget in seconds")
-    trigger.add_argument("--trials", type=int, help="the job's search candidates at most")
-    token = sub.add_parser("token", help="print an ID token of the running local stack's demo user")
-    token.add_argument("--state", default=".gemcast", help="the local stack's state (default .gemcast)")
-    token.add_argument("--user", help="e-mail of another user of the local pool")
-    token.add_argument("--password", help="that user's password")
+    score = sub.add_parser("score", help="price a whole CSV or Parquet file (locally, or on SageMaker/Vertex batch)")
+    score.add_argument("--input", required=True, help="CSV or Parquet: a path, file://, s3:// or gs:// URI")
+    score.add_argument("--output", required=True, help="where the priced file goes (.parquet for Parquet); "
+                       "with --on, the job's output prefix")
+    score.add_argument("--on", choices=("sagemaker", "vertex"), help="submit a batch job instead of pricing here")
+    score.add_argument("--registry", default=os.environ.get(DEFAULT_REGISTRY_ENV),
+                       help="registry URI, to price locally (default: $REGISTRY_URI)")
+    score.add_argument("--version", help="a model version to price locally with (default: the champion)")
+    score.add_argument("--model", default=os.environ.get("GEMCAST_BATCH_MODEL"),
+                       help="with --on: the SageMaker model name or Vertex model resource on the serving image "
+                       "(default: $GEMCAST_BATCH_MODEL)")
+    score.add_argument("--instance-type", help="with --on: ml.m5.large (SageMaker) or n1-standard-2 (Vertex)")
+    score.add_argument("--instances", type=int, default=1, help="with --on: instances or replicas (default 1)")
+    score.add_argument("--project", default=os.environ.get("GOOGLE_CLOUD_PROJECT"), help="with --on vertex")
+    score.add_argument("--region", default=os.environ.get("GOOGLE_CLOUD_REGION", "us-central1"),
+                       help="with --on vertex (default us-central1)")
+    score.add_argument("--json", action="store_true", help="print the summary as JSON")
 
     return parser
 
@@ -141,7 +141,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from gemcast.answer import check_coverage
-    from gemcast.predict import Predictor, parse_instances
+    from gemcast.predict import Predictor, PriceOptions, parse_instances
     from gemcast.registry import Registry
 
     coverage = check_coverage(args.coverage)
@@ -152,8 +152,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     stones, single = parse_instances(body)
     registry = Registry(args.registry)
     loaded = registry.load(args.version) if args.version else registry.load_champion()
-    results = Predictor(loaded.model, loaded.version).price(stones, reasons=not args.no_reasons, coverage=coverage,
-                                                            what_if=args.what_if)
+    options = PriceOptions(reasons=not args.no_reasons, coverage=coverage, what_if=args.what_if)
+    results = Predictor(loaded.model, loaded.version).price(stones, options)
     out: dict[str, Any] = {"model_version": loaded.version}
     if single:
         out.update(results[0])
@@ -197,51 +197,60 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from gemcast.container import serve_port
     from gemcast.serving import run_server
 
-    port = args.port if args.port is not None else int(os.environ.get("AIP_HTTP_PORT", "8080"))
+    port = args.port if args.port is not None else int(serve_port(os.environ))
     registry, version = args.registry, args.version
     if args.model_dir:
         registry, _, version = args.model_dir.rstrip("/").rpartition("/")
     return run_server(registry, version=version, host=args.host, port=port, workers=args.workers)
 
 
-def cmd_up(args: argparse.Namespace) -> int:
-    from pathlib import Path
+def cmd_score(args: argparse.Namespace) -> int:
+    from gemcast import scoring
 
-    if args.cloud == "gcp":
-        from gemcast_local.gcp_stack import GcpStack
+    if args.on:
+        if not args.model:
+            raise GemcastError("--on needs --model (or $GEMCAST_BATCH_MODEL): the model on the serving image")
+        if args.on == "sagemaker":
+            import boto3
 
-        return GcpStack(workdir=Path(args.state) / "gcp", kind=args.kind, train_budget_s=args.budget,
-                        trials=args.trials).run()
-    from gemcast_local.stack import StackConfig, up
+            job = scoring.submit_sagemaker(boto3.client("sagemaker"), args.input, args.output, model_name=args.model,
+                                           instance_type=args.instance_type or "ml.m5.large",
+                                           instance_count=args.instances)
+        else:
+            from gemcast.gcp import job_client, submit_batch_prediction
 
-    return up(StackConfig(state_dir=Path(args.state), api_port=args.api_port, kind=args.kind,
-                          budget_s=args.budget, trials=args.trials))
+            if not args.project:
+                raise GemcastError("--on vertex needs --project (or $GOOGLE_CLOUD_PROJECT)")
+            endpoint = os.environ.get("VERTEX_API_ENDPOINT") or f"{args.region}-aiplatform.googleapis.com"
+            job = submit_batch_prediction(job_client(endpoint), project=args.project, region=args.region,
+                                          model=args.model, input_uri=args.input, output_uri=args.output,
+                                          display_name=scoring.job_name(),
+                                          machine_type=args.instance_type or "n1-standard-2", replicas=args.instances)
+        _print_json(job)
+        return 0
+    if not args.registry:
+        raise GemcastError("pricing locally needs --registry (or $REGISTRY_URI)")
+    from gemcast.predict import Predictor
+    from gemcast.registry import Registry
 
-
-def cmd_token(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from gemcast_local.stack import token
-
-    print(token(Path(args.state), args.user, args.password))
-    return 0
-
-
-def cmd_trigger(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from gemcast_local.trigger import run_trigger
-
-    train_args = [f"--{name}={value}" for name in ("kind", "budget", "trials")
-                  if (value := getattr(args, name)) is not None]
-    _print_json(run_trigger(state_dir=Path(args.state), train_args=train_args))
+    registry = Registry(args.registry)
+    loaded = registry.load(args.version) if args.version else registry.load_champion()
+    summary = scoring.score_file(args.input, args.output, Predictor(loaded.model, loaded.version)).as_dict()
+    if args.json:
+        _print_json(summary)
+    else:
+        print(f"priced    {summary['priced']:,} of {summary['rows']:,} rows with {summary['model_version']} "
+              f"in {summary['seconds']:.1f} s ({summary['rows_per_second'] or 0:,} rows/s) -> {summary['output']}")
+        for reason, count in summary["rejected_by_reason"].items():
+            print(f"rejected  {count:>9,}  {reason}")
     return 0
 
 
 COMMANDS = {"train": cmd_train, "predict": cmd_predict, "models": cmd_models, "serve": cmd_serve,
-            "up": cmd_up, "token": cmd_token, "trigger": cmd_trigger}
+            "score": cmd_score}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

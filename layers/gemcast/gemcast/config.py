@@ -49,6 +49,12 @@ TRAINING_IMAGE_URI = "TRAINING_IMAGE_URI"
 IDENTITY_AUDIENCE = "IDENTITY_AUDIENCE"
 IDENTITY_CERTS_URL = "IDENTITY_CERTS_URL"
 TRAINING_SERVICE_ACCOUNT = "TRAINING_SERVICE_ACCOUNT"
+# Drift monitoring (gemcast.drift)
+DRIFT_THRESHOLD = "DRIFT_THRESHOLD"
+DRIFT_MIN_STONES = "DRIFT_MIN_STONES"
+DRIFT_WINDOW_HOURS = "DRIFT_WINDOW_HOURS"
+MONITORING_API_ENDPOINT = "MONITORING_API_ENDPOINT"
+SERVING_SERVICE_ACCOUNT = "SERVING_SERVICE_ACCOUNT"
 
 # Where Identity Platform publishes the x509 certs its ID tokens are signed with.
 SECURETOKEN_CERTS_URL = "https://www.googleapis.com/robot/v1/metadata/x509/securetoken@system.gserviceaccount.com"
@@ -104,6 +110,11 @@ class Settings:
     identity_audience: str = ""
     identity_certs_url: str = SECURETOKEN_CERTS_URL
     training_service_account: str = ""
+    drift_threshold: float = 0.25
+    drift_min_stones: int = 200
+    drift_window_hours: float = 24.0
+    monitoring_api_endpoint: str = ""
+    serving_service_account: str = ""
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -195,6 +206,11 @@ _ENV_OF: dict[str, str] = {
     "identity_audience": IDENTITY_AUDIENCE,
     "identity_certs_url": IDENTITY_CERTS_URL,
     "training_service_account": TRAINING_SERVICE_ACCOUNT,
+    "drift_threshold": DRIFT_THRESHOLD,
+    "drift_min_stones": DRIFT_MIN_STONES,
+    "drift_window_hours": DRIFT_WINDOW_HOURS,
+    "monitoring_api_endpoint": MONITORING_API_ENDPOINT,
+    "serving_service_account": SERVING_SERVICE_ACCOUNT,
 }
 
 _PARSERS: dict[str, Any] = {
@@ -203,5 +219,8 @@ _PARSERS: dict[str, Any] = {
     "auto_confirm": _as_bool,
     "promotion_margin": _positive_float,
     "log_ttl_days": _positive_int,
+    "drift_threshold": _positive_float,
+    "drift_min_stones": _positive_int,
+    "drift_window_hours": _positive_float,
     "rollback_alarm_names": lambda v: tuple(p.strip() for p in v.split(",") if p.strip()),
 }

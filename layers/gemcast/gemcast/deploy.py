@@ -54,6 +54,10 @@ class Rollout:
     wait_s: int = 300  # time on the canary before the rest of the traffic moves
     termination_wait_s: int = 300  # the blue fleet stays this long after the shift: rollback window
     max_execution_s: int = 3600
+    # What rolls a canary back: the template's EndpointErrorsAlarm (any 5xx) and
+    # EndpointLatencyAlarm (p99 above 500 ms) on SageMaker; read from metrics on Vertex AI.
+    max_errors: int = 0
+    max_p99_latency_ms: float = 500.0
 
     def check(self) -> None:
         if self.traffic not in {"CANARY", "ALL_AT_ONCE"}:

@@ -29,14 +29,12 @@ from gemcast.errors import EndpointError, GemcastError, ValidationError
 from gemcast.inventory import carat_prefix, group_key, nearest, to_item
 from gemcast.registry import Registry
 from gemcast.storage import Storage
-from gemcast.trigger import Submitter, TrainingPlan, job_name, plan_training
+from gemcast.trigger import RetrainRequest, Submitter, TrainingPlan, job_name, plan_training
 
 logger = logging.getLogger(__name__)
 
 ISSUER_PREFIX = "https://securetoken.google.com/"
 TRAINING_MACHINE_TYPE = "n1-standard-4"
-# A Firestore batch commits at most 500 writes.
-BATCH_SIZE = 500
 
 
 class TokenError(GemcastError):
@@ -224,20 +222,27 @@ class FirestoreInventory:
         self.collection = client.collection(collection)
 
     def put_stones(self, stones: Iterable[Mapping[str, Any]]) -> int:
+        """Firestore's BulkWriter: batches sent in parallel, ramped up as Firestore advises, and
+        each failed write retried with backoff; a write that still fails is raised, never dropped."""
+        failures: list[str] = []
+
+        def on_error(error: Any, writer: Any) -> bool:
+            if error.attempts < 10:
+                return True  # retry, with the writer's own backoff
+            failures.append(f"{error.operation.reference.id}: {error.message}")
+            return False
+
         count = 0
-        batch = self.client.batch()
-        pending = 0
+        writer = self.client.bulk_writer()
+        writer.on_write_error(on_error)
         for stone in stones:
             item = to_item(stone)
             # Same stone, same document: loading a batch twice changes nothing.
-            batch.set(self.collection.document(item["stone_id"]), item)
-            pending += 1
+            writer.set(self.collection.document(item["stone_id"]), item)
             count += 1
-            if pending == BATCH_SIZE:
-                batch.commit()
-                batch, pending = self.client.batch(), 0
-        if pending:
-            batch.commit()
+        writer.close()  # waits for every write, retries included
+        if failures:
+            raise GemcastError(f"{len(failures)} stones could not be written to Firestore, e.g. {failures[0]}")
         return count
 
     def similar(self, carat: float, cut: str, color: str, clarity: str, n: int) -> list[dict[str, Any]]:
@@ -324,23 +329,24 @@ class SnapshotClaims:
 
 
 def start_training(data: Storage, registry: Registry, claims: SnapshotClaims,
-                   submit: Submitter) -> dict[str, Any]:
-    """Start a job when the curated data changed, at most one per snapshot."""
-    plan = plan_training(data, registry)
+                   submit: Submitter, request: RetrainRequest | None = None) -> dict[str, Any]:
+    """Start a job when the curated data changed (or a drift alarm asks), at most one per run key."""
+    plan = plan_training(data, registry, request)
     out: dict[str, Any] = {"plan": plan.as_dict(), "started": False, "reason": plan.reason}
-    if not plan.needed or plan.snapshot_id is None:
+    if not plan.needed or plan.run_key is None:
         return out
-    if not claims.claim(plan.snapshot_id):
-        out["reason"] = f"a training job for snapshot {plan.snapshot_id} was already started"
-        out["job"] = (claims.get(plan.snapshot_id) or {}).get("job")
+    key = plan.run_key
+    if not claims.claim(key):
+        out["reason"] = f"a training job for {key} was already started"
+        out["job"] = (claims.get(key) or {}).get("job")
         return out
     try:
         job = submit(plan)
     except Exception:
-        claims.release(plan.snapshot_id)  # let the next scheduled run try again
+        claims.release(key)  # let the next scheduled run try again
         raise
-    claims.record(plan.snapshot_id, job)
-    logger.info("started training job %s for snapshot %s", job.get("job_name"), plan.snapshot_id)
+    claims.record(key, job)
+    logger.info("started training job %s for %s", job.get("job_name"), key)
     return {**out, "started": True, "job": job}
 
 
@@ -597,3 +603,40 @@ def blocking_errors(handler: Callable[..., HttpResult]) -> Callable[..., HttpRes
             return json_response(400, {"error": {"status": "INVALID_ARGUMENT", "message": str(exc)}})
 
     return wrapper
+
+
+# -- batch prediction (gemcast score --on vertex) ----------------------------------------------
+def submit_batch_prediction(client: Any, *, project: str, region: str, model: str, input_uri: str,
+                            output_uri: str, display_name: str, machine_type: str = "n1-standard-2",
+                            replicas: int = 1, service_account: str = "", timeout_s: float = 30.0) -> dict[str, Any]:
+    """Start a Vertex AI BatchPredictionJob on the serving image (``JobServiceClient``, REST).
+
+    ``model`` is the Vertex Model resource (``projects/.../models/ID``) whose container is the
+    serving image. Vertex reads the CSV (its first line the header), sends the container
+    ``{"instances": [[values in column order], ...]}`` — the serving image's list-of-values form —
+    and writes ``predictions_*.jsonl`` under ``output_uri``, each line with its instance.
+    """
+    from google.cloud.aiplatform_v1.types import BatchPredictionJob, GcsDestination, GcsSource, MachineSpec
+    from google.cloud.aiplatform_v1.types.machine_resources import BatchDedicatedResources
+
+    from gemcast.errors import ConfigError
+
+    if not (input_uri.startswith("gs://") and output_uri.startswith("gs://")):
+        raise ConfigError(f"Vertex batch prediction reads and writes gs:// URIs, got {input_uri!r} and {output_uri!r}")
+    kind = "jsonl" if input_uri.endswith(".jsonl") else "csv"
+    job = BatchPredictionJob(
+        display_name=display_name,
+        model=model,
+        input_config=BatchPredictionJob.InputConfig(instances_format=kind, gcs_source=GcsSource(uris=[input_uri])),
+        output_config=BatchPredictionJob.OutputConfig(
+            predictions_format="jsonl", gcs_destination=GcsDestination(output_uri_prefix=output_uri.rstrip("/"))),
+        dedicated_resources=BatchDedicatedResources(
+            machine_spec=MachineSpec(machine_type=machine_type),
+            starting_replica_count=replicas, max_replica_count=replicas),
+        service_account=service_account,
+        labels={"app": "gemcast", "purpose": "score"},
+    )
+    created = client.create_batch_prediction_job(parent=f"projects/{project}/locations/{region}",
+                                                 batch_prediction_job=job, timeout=timeout_s)
+    return {"platform": "vertex", "job_name": created.name, "display_name": created.display_name,
+            "state": created.state.name, "output": output_uri}

@@ -419,12 +419,6 @@ def _as_matrix(X: Any) -> np.ndarray:
     return arr
 
 
-def _display_value(feature: str, value: float) -> Any:
-    if feature in CATEGORIES:
-        return CATEGORIES[feature][int(value)]
-    return float(value)
-
-
 class Model:
     """What every kind of model offers. Use :func:`load_model` to get one."""
 
@@ -495,31 +489,51 @@ class Model:
             raise ValidationError("reasons() explains one stone at a time")
         return self.reasons_batch(X)[0]["reasons"]
 
-    def reasons_batch(self, X: Any) -> list[dict[str, Any]]:
-        """``reasons`` for every row of X: ``[{"base_price", "reasons"}, ...]`` (one explain call)."""
+    def reasons_batch(self, X: Any, *, decimals: int | None = None) -> list[dict[str, Any]]:
+        """``reasons`` for every row of X: ``[{"base_price", "reasons"}, ...]`` (one explain call).
+
+        The effects are computed on arrays, for the whole batch at once; ``decimals`` rounds the
+        dollars and percentages (and base_price) as an answer shows them.
+        """
         Z = model_inputs(X, self.input_names)
         base_log, phis = self._explain_inputs(Z)
         base_price = math.exp(base_log)
         names = self.input_names
+        delta = phis.sum(axis=1)
+        # expm1(d)/d -> 1 as d -> 0; written this way it never divides 0 by 0.
+        with np.errstate(divide="ignore", invalid="ignore"):
+            scale = np.where(delta != 0.0, np.expm1(delta) / np.where(delta != 0.0, delta, 1.0), 1.0)
+        usd = phis * (base_price * scale)[:, None]
+        pct = np.expm1(phis) * 100.0
+        # Largest effect first; a stable sort keeps input order among equal effects.
+        order = np.argsort(-np.abs(usd), axis=1, kind="stable")
+        shown_base = round(base_price, decimals) if decimals is not None else base_price
+        if decimals is not None:
+            usd, pct = np.round(usd, decimals), np.round(pct, decimals)
         labels = [(input_label(f), input_description(f)) for f in names]
+        shown: list[list[Any]] = []
+        for j, f in enumerate(names):
+            column = Z[:, j]
+            if f in CATEGORIES:
+                grades = CATEGORIES[f]
+                shown.append([grades[int(v)] for v in column.tolist()])
+            else:
+                shown.append(column.tolist())
+        usd_rows, pct_rows, order_rows = usd.tolist(), pct.tolist(), order.tolist()
         results: list[dict[str, Any]] = []
-        for row, phi in zip(Z, phis, strict=True):
-            delta = float(phi.sum())
-            # expm1(d)/d -> 1 as d -> 0; written this way it never divides 0 by 0.
-            log_mean = base_price * (math.expm1(delta) / delta if delta != 0.0 else 1.0)
+        for i, (u, p, o) in enumerate(zip(usd_rows, pct_rows, order_rows, strict=True)):
             out = [
                 {
-                    "feature": f,
-                    "label": labels[i][0],
-                    "description": labels[i][1],
-                    "value": _display_value(f, row[i]),
-                    "effect_pct": math.expm1(float(phi[i])) * 100.0,
-                    "effect_usd": float(phi[i]) * log_mean,
+                    "feature": names[j],
+                    "label": labels[j][0],
+                    "description": labels[j][1],
+                    "value": shown[j][i],
+                    "effect_pct": p[j],
+                    "effect_usd": u[j],
                 }
-                for i, f in enumerate(names)
+                for j in o
             ]
-            out.sort(key=lambda r: abs(r["effect_usd"]), reverse=True)
-            results.append({"base_price": base_price, "reasons": out})
+            results.append({"base_price": shown_base, "reasons": out})
         return results
 
     def summary(self) -> dict[str, Any]:
@@ -810,22 +824,56 @@ class TreeEnsembleModel(Model):
             # a_i = 1: phi_i = (1 - b_i) int prod_{j != i} g_j = int P * h1_i.
             h1[rows, slot] = (1.0 - b)[:, None] / g1
             np.add.at(C, rows, log_g0)
+            inv1mt = 1.0 / (1.0 - t)
+            # The per-input sums of the kernel are matrix products: onehot[f, entry] = 1 where
+            # entry (leaf, slot) holds input f (a spare slot holds none), and incidence[f, l] = 1
+            # where leaf l has input f on its path.
+            real = fidx < F
+            leaf_of, slot_of = np.nonzero(real)
+            onehot = np.zeros((F, L * K))
+            onehot[fidx[real], leaf_of * K + slot_of] = 1.0
+            incidence = np.zeros((F, L))
+            incidence[fidx[real], leaf_of] = 1.0
             groups.append(
                 {
                     "column": column,
                     "lo": lo,
                     "hi": hi,
-                    "fidx": fidx.ravel(),
                     "C": C,
                     "DT": np.ascontiguousarray(D.transpose(0, 2, 1)),  # (L, q, K)
-                    "h1": h1,  # (L, K, q)
+                    # h1 + 1/(1 - t): the a_i = 1 weights with the a_i = 0 term added back (see below).
+                    "h1w": h1 + inv1mt[None, None, :],
                     "vw": value[leaves, None] * w[None, :],
                     # a_i = 0: phi_i = -b_i int prod_{j != i} g_j = -int P / (1 - t).
-                    "inv1mt": 1.0 / (1.0 - t),
+                    "inv1mt": inv1mt,
+                    "onehot": onehot,  # (F, L * K)
+                    "incidence": incidence,  # (F, L)
                 }
             )
+        # The path tests as comparisons of small integers: per (augmented) input column the
+        # sorted thresholds of every path interval, a stone's bin in them (how many lie below its
+        # value), and each interval as bin bounds. x > lo and x <= hi hold exactly when
+        # bin(x) > index(lo) and bin(x) <= index(hi), so nothing changes but the work's width.
+        width = 2 * F
+        cuts: list[np.ndarray] = []
+        for c in range(width):
+            values = [np.concatenate([g["lo"][g["column"] == c], g["hi"][g["column"] == c]]) for g in groups]
+            every = np.concatenate(values) if values else np.empty(0)
+            cuts.append(np.unique(every[np.isfinite(every)]))
+        code = np.int16 if max((u.size for u in cuts), default=0) < np.iinfo(np.int16).max - 1 else np.int32
+        for g in groups:
+            lo_bin = np.full(g["lo"].shape, -1, dtype=code)
+            hi_bin = np.empty(g["hi"].shape, dtype=code)
+            for c in np.unique(g["column"]):
+                at = g["column"] == c
+                lo_c, hi_c = g["lo"][at], g["hi"][at]
+                lo_bin[at] = np.where(np.isfinite(lo_c), np.searchsorted(cuts[c], lo_c), -1)
+                hi_bin[at] = np.where(np.isfinite(hi_c), np.searchsorted(cuts[c], hi_c), cuts[c].size)
+            g["lo_bin"], g["hi_bin"] = lo_bin[..., None], hi_bin[..., None]
         self._leaves = {
             "groups": groups,
+            "cuts": cuts,
+            "code": code,
             "n_leaves": int(leaf_node.size),
             "base": self._bias + float((value * leaf_b.prod(axis=1)).sum()),
         }
@@ -842,19 +890,23 @@ class TreeEnsembleModel(Model):
         F = self._F
         n = Z.shape[0]
         # Stones last: every work array below is (leaves, slots or points, stones), contiguous.
-        ZaT = np.ascontiguousarray(self._augmented(Z, always=True).T)
+        ZaT = self._augmented(Z, always=True).T
+        bins = np.empty(ZaT.shape, dtype=lt["code"])  # (columns, stones): each value's bin
+        for c, cuts in enumerate(lt["cuts"]):
+            bins[c] = np.searchsorted(cuts, ZaT[c], side="left")
         phi = np.zeros((n, F))
         # Per stone the largest work arrays hold one value per (leaf, slot).
         cells = max(1, sum(g["lo"].size for g in lt["groups"]))
         block = max(1, _EXPLAIN_BLOCK_CELLS // cells)
         for start in range(0, n, block):
-            za = ZaT[:, start : start + block]
+            za = bins[:, start : start + block]
             s = za.shape[1]
-            acc = np.zeros((F + 1) * s)
+            acc = np.zeros((F, s))
             for g in lt["groups"]:
                 L, q, K = g["DT"].shape
-                xv = za[g["column"]]  # (L, K, s)
-                on = (xv > g["lo"][..., None]) & (xv <= g["hi"][..., None])
+                xv = za[g["column"]]  # (L, K, s) bins
+                on = xv > g["lo_bin"]
+                on &= xv <= g["hi_bin"]
                 onf = on.astype(np.float64)
                 # log P[l, q, s] = C[l, q] + sum_k D[l, k, q] on[l, k, s]: per leaf a small matmul
                 # (einsum's loop beats matmul's per-leaf dispatch for one stone, not for many).
@@ -865,15 +917,19 @@ class TreeEnsembleModel(Model):
                 logP += g["C"][:, :, None]
                 Mq = np.exp(logP, out=logP)
                 Mq *= g["vw"][:, :, None]
+                # Entry (l, k) adds with_i where the stone is on the path (a = 1) and -without_l
+                # where not: on * (with_i + without_l) - without_l. The first part is a matmul and
+                # a product, summed per input by onehot; the second is the same for every slot of
+                # a leaf, so per input it is incidence @ without.
+                without = np.einsum("q,lqs->ls", g["inv1mt"], Mq)
                 if s == 1:
-                    with_i = np.einsum("lkq,lq->lk", g["h1"], Mq[:, :, 0])[:, :, None]
+                    both = np.einsum("lkq,lq->lk", g["h1w"], Mq[:, :, 0])[:, :, None]
                 else:
-                    with_i = np.matmul(g["h1"], Mq)  # (L, K, s)
-                without_i = np.einsum("q,lqs->ls", g["inv1mt"], Mq)
-                contrib = np.where(on, with_i, -without_i[:, None, :])
-                index = g["fidx"].reshape(L, K, 1) * s + np.arange(s)
-                acc += np.bincount(index.ravel(), weights=contrib.ravel(), minlength=(F + 1) * s)
-            phi[start : start + s] = acc.reshape(F + 1, s)[:F].T
+                    both = np.matmul(g["h1w"], Mq)  # (L, K, s)
+                both *= onf
+                acc += g["onehot"] @ both.reshape(L * K, s)
+                acc -= g["incidence"] @ without
+            phi[start : start + s] = acc.T
         return self.base_log, phi
 
 

@@ -22,6 +22,7 @@ import numpy as np
 from gemcast import __version__
 from gemcast.card import INTERVAL_PLOT_FILE, PLOT_FILE, interval_svg, model_card, pred_vs_actual_svg
 from gemcast.cleaning import Cleaner, CleanResult
+from gemcast.drift import SUMMARY_FILE, training_summary
 from gemcast.errors import DatasetError, IntegrityError, NotFoundError
 from gemcast.registry import GateDecision, ModelPackage, Registry, gate, new_version
 from gemcast.schema import HOLDOUT_PERCENT
@@ -218,6 +219,9 @@ def run_training(
             "metrics.json": (json.dumps(manifest["metrics"], indent=2) + "\n").encode(),
             PLOT_FILE: pred_vs_actual_svg(y_test.tolist(), predicted.tolist()).encode(),
             "model_card.md": model_card(manifest).encode(),
+            # What drift monitoring compares the request log with (gemcast.drift).
+            SUMMARY_FILE: json.dumps(training_summary(train_stones, predicted.tolist(), version=version,
+                                                      snapshot_id=str(summary["snapshot_id"]))).encode(),
         }
         if ranges:
             files[INTERVAL_PLOT_FILE] = interval_svg(ranges).encode()

@@ -137,21 +137,62 @@ def _parse_number(field: str, raw: Any, problems: list[Problem]) -> float | None
     if isinstance(raw, bool):
         problems.append(Problem(field, f"must be a number, got {raw!r}"))
         return None
-    if isinstance(raw, int | float):
-        value = float(raw)
-    elif isinstance(raw, str):
-        try:
-            value = float(raw.strip())
-        except ValueError:
-            problems.append(Problem(field, f"must be a number, got {raw!r}"))
-            return None
-    else:
+    if not isinstance(raw, int | float | str):
         problems.append(Problem(field, f"must be a number, got {type(raw).__name__}"))
         return None
-    if not math.isfinite(value):
-        problems.append(Problem(field, f"must be a finite number, got {raw!r}"))
+    value = as_finite(raw)
+    if value is None:
+        if isinstance(raw, str) and not _looks_numeric(raw):
+            problems.append(Problem(field, f"must be a number, got {_short(raw)}"))
+        else:
+            problems.append(Problem(field, f"must be a finite number of ordinary size, got {_short(raw)}"))
         return None
     return value
+
+
+def as_finite(raw: Any) -> float | None:
+    """``raw`` (a number, or a number written as text) as a finite float, or None.
+
+    The one door every number of a stone or a row goes through: NaN, infinities, integers too
+    large for a float (``10**400`` raises OverflowError in ``float()``) and text that is no
+    number all come out as None, so no caller ever computes with them.
+    """
+    if isinstance(raw, bool):
+        return None
+    try:
+        value = float(raw.strip()) if isinstance(raw, str) else float(raw)
+    except (ValueError, OverflowError, TypeError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _looks_numeric(text: str) -> bool:
+    body = text.strip().lstrip("+-").replace(".", "", 1).replace("_", "")
+    mantissa = body.lower().split("e", 1)[0]
+    return mantissa.isdigit() or body.lower() in {"inf", "infinity", "nan"}
+
+
+def _short(raw: Any, limit: int = 40) -> str:
+    """A value as it may appear in a message: long numbers and text cut to a few characters."""
+    if isinstance(raw, int) and not isinstance(raw, bool) and raw.bit_length() > 128:
+        return f"an integer of about {int(raw.bit_length() * 0.30103) + 1} digits"
+    text = repr(raw)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _quotient(numerator: float, denominator: float) -> float | None:
+    """numerator / denominator when it is a finite number; None when it under- or overflows.
+
+    Measurements that are each in range can still multiply to 0 (1e-200 mm cubed) or divide to
+    infinity: such a stone is refused with a reason, never a ZeroDivisionError.
+    """
+    if denominator == 0.0 or not math.isfinite(denominator):
+        return None
+    try:
+        value = numerator / denominator
+    except (OverflowError, ZeroDivisionError):
+        return None
+    return value if math.isfinite(value) else None
 
 
 def _check_range(field: str, value: float, problems: list[Problem]) -> bool:
@@ -176,7 +217,7 @@ def _parse_category(field: str, raw: Any, problems: list[Problem]) -> str | None
         problems.append(Problem(field, "is missing"))
         return None
     if not isinstance(raw, str):
-        problems.append(Problem(field, f"must be one of {', '.join(allowed)}; got {raw!r}"))
+        problems.append(Problem(field, f"must be one of {', '.join(allowed)}; got {_short(raw)}"))
         return None
     value = raw.strip()
     if value in allowed:
@@ -185,7 +226,7 @@ def _parse_category(field: str, raw: Any, problems: list[Problem]) -> str | None
     for grade in allowed:
         if grade.lower() == value.lower():
             return grade
-    problems.append(Problem(field, f"unknown {field} {raw!r}: must be one of {', '.join(allowed)}"))
+    problems.append(Problem(field, f"unknown {field} {_short(raw)}: must be one of {', '.join(allowed)}"))
     return None
 
 
@@ -195,6 +236,11 @@ def check_stone(raw: Mapping[str, Any], *, with_price: bool = False) -> tuple[di
     Every problem is reported at once: types, ranges, categories, then the physical
     consistency of the measurements (only between fields that are themselves valid).
     """
+    if isinstance(raw, list | tuple) and not with_price:  # Vertex's instance form: values in FEATURES order
+        if len(raw) != len(FEATURES):
+            return {}, [Problem("stone", f"a stone given as a list must hold the {len(FEATURES)} values "
+                                         f"{', '.join(FEATURES)} in that order; got {len(raw)}")]
+        raw = dict(zip(FEATURES, raw, strict=True))
     if not isinstance(raw, Mapping):
         return {}, [Problem("stone", f"must be an object with the fields {', '.join(FEATURES)}")]
     problems: list[Problem] = []
@@ -226,23 +272,24 @@ def check_stone(raw: Mapping[str, Any], *, with_price: bool = False) -> tuple[di
 def _consistency(v: Mapping[str, Any]) -> list[Problem]:
     problems: list[Problem] = []
     if all(k in v for k in ("x", "y")):
-        ratio = v["x"] / v["y"]
-        if not ROUNDNESS_RANGE[0] <= ratio <= ROUNDNESS_RANGE[1]:
+        ratio = _quotient(v["x"], v["y"])
+        if ratio is None or not ROUNDNESS_RANGE[0] <= ratio <= ROUNDNESS_RANGE[1]:
             problems.append(
                 Problem("y", f"x = {_fmt(v['x'])} mm and y = {_fmt(v['y'])} mm differ too much for a round stone")
             )
     if all(k in v for k in ("x", "y", "z", "depth")):
-        implied = 200.0 * v["z"] / (v["x"] + v["y"])
-        if abs(v["depth"] - implied) > DEPTH_TOLERANCE:
+        implied = _quotient(200.0 * v["z"], v["x"] + v["y"])
+        if implied is None or abs(v["depth"] - implied) > DEPTH_TOLERANCE:
+            shown = "no number" if implied is None else f"{implied:.1f} %"
             problems.append(
                 Problem(
                     "depth",
-                    f"depth {_fmt(v['depth'])} % contradicts the measurements: 2*z/(x+y) gives {implied:.1f} %",
+                    f"depth {_fmt(v['depth'])} % contradicts the measurements: 2*z/(x+y) gives {shown}",
                 )
             )
     if all(k in v for k in ("x", "y", "z", "carat")):
-        density = v["carat"] / (v["x"] * v["y"] * v["z"])
-        if not DENSITY_RANGE[0] <= density <= DENSITY_RANGE[1]:
+        density = _quotient(v["carat"], v["x"] * v["y"] * v["z"])
+        if density is None or not DENSITY_RANGE[0] <= density <= DENSITY_RANGE[1]:
             problems.append(
                 Problem(
                     "carat",
