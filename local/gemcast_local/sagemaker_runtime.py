@@ -53,6 +53,12 @@ class RuntimeStandIn:
         self._in_flight = 0
         self._lock = threading.Lock()
 
+    def point_at(self, container_url: str) -> None:
+        """Send the next invocations to ``container_url`` (the local stack's new champion)."""
+        parts = urllib.parse.urlsplit(container_url)
+        with self._lock:
+            self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 8080
+
     def log_stream_arn(self, endpoint: str) -> str:
         return (f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/sagemaker/Endpoints/{endpoint}:"
                 f"log-stream:AllTraffic/i-local")
@@ -152,6 +158,36 @@ def make_server(host: str, port: int, runtime: RuntimeStandIn) -> ThreadingHTTPS
     server = ThreadingHTTPServer((host, port), Handler)
     server.daemon_threads = True
     return server
+
+
+class LocalRuntime:
+    """The stand-in served from a thread of the local stack's process, on a port that stays
+    the same while the container behind it changes (``point_at``)."""
+
+    def __init__(self, container_url: str, *, endpoints: set[str] | None = None, host: str = "127.0.0.1",
+                 port: int = 0) -> None:
+        self.runtime = RuntimeStandIn(container_url, endpoints=endpoints)
+        self.server = make_server(host, port, self.runtime)
+        self._thread = threading.Thread(target=self.server.serve_forever, name="sagemaker-runtime", daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def env(self) -> dict[str, str]:
+        return {"AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": self.url}
+
+    def point_at(self, container_url: str) -> None:
+        self.runtime.point_at(container_url)
+
+    def start(self) -> LocalRuntime:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -49,6 +49,7 @@ from gemcast.schema import EXAMPLE_STONE
 from gemcast_local.gateway import CognitoAuthorizer, LocalGateway, table_routes
 from gemcast_local.provision import boto3_factory, parameter_defaults, provision
 from gemcast_local.runtime import LocalFunction
+from gemcast_local.sagemaker_runtime import LocalRuntime
 from gemcast_local.servers import HOST, MotoServer, ServerStartError, StandInServer, free_port, stop_on_interrupt
 from gemcast_local.template import load_template, resources_of_type
 from gemcast_local.webapp_runner import WebAppServer, start_webapp
@@ -148,6 +149,8 @@ class LocalStack:
         self.logs = self.state_dir / "logs"
         self.moto: MotoServer | None = None
         self.serving: ModelServer | None = None
+        # SageMaker runtime in front of the model server: failing answers reach boto3 as ModelError.
+        self.runtime: LocalRuntime | None = None
         self.gateway: LocalGateway | None = None
         self.webapp: WebAppServer | None = None
         self.values: dict[str, str] = {}  # Ref / GetAtt values of the local resources
@@ -186,7 +189,9 @@ class LocalStack:
     def base_env(self) -> dict[str, str]:
         """What every function's process sees besides its template variables: the stand-ins."""
         env = dict(self.aws_env)
-        if self.serving is not None:
+        if self.runtime is not None:
+            env.update(self.runtime.env())
+        elif self.serving is not None:
             env.update(self.serving.env())
         return env
 
@@ -355,6 +360,8 @@ class LocalStack:
             self.say(f"    {self.status['serve']}")
             return False
         self.serving = new
+        if self.runtime is not None:
+            self.runtime.point_at(new.url)
         self._retire_functions()
         if old is not None:
             old.stop()
@@ -452,8 +459,11 @@ class LocalStack:
     def _start_serving(self) -> None:
         self.serving = self._new_model_server(self.config.serve_port or free_port())
         self.status["serve"] = f"serving at {self.serving.url}"
+        endpoint = f"gemcast-{self.values.get('Stage', 'dev')}"  # the template's ENDPOINT_NAME
+        self.runtime = LocalRuntime(self.serving.url, endpoints={endpoint}, host=HOST).start()
         self.say(
-            f"    model endpoint {self.serving.url} (/ping, /invocations, /endpoints/<name>/invocations)"
+            f"    model endpoint {self.serving.url} (/ping, /invocations); SageMaker runtime {self.runtime.url}"
+            f" (/endpoints/{endpoint}/invocations, failing answers as ModelError)"
         )
 
     def _start_gateway(self) -> None:
@@ -516,6 +526,7 @@ class LocalStack:
             "api_url": self.gateway.url if self.gateway is not None else None,
             "webapp_url": self.webapp.url if self.webapp is not None else None,
             "serving_url": self.serving.url if self.serving is not None else None,
+            "sagemaker_runtime_url": self.runtime.url if self.runtime is not None else None,
             "moto_url": self.moto.url,
             "user_pool_id": self.user_pool_id,
             "client_id": self.client_id,
@@ -544,6 +555,9 @@ class LocalStack:
         if self.gateway is not None:
             self.gateway.stop()
             self.gateway = None
+        if self.runtime is not None:
+            self.runtime.stop()
+            self.runtime = None
         for attr in ("serving", "moto"):
             server = getattr(self, attr)
             if server is not None:

@@ -157,6 +157,28 @@ def test_a_stopped_endpoint_is_a_503_and_still_logged(stack: LocalStack, id_toke
     assert api(stack, "POST", "/v1/predictions", id_token, STONE).status_code == 200
 
 
+def test_the_functions_reach_the_model_through_a_sagemaker_runtime_that_fails_as_sagemaker_does(
+    stack: LocalStack,
+) -> None:
+    """predict_proxy's boto3 client meets ModelError (424) for a container's 4xx, as in the cloud."""
+    import boto3
+    from botocore.config import Config
+
+    assert stack.runtime is not None
+    env = stack.function("PredictProxyFunction").env
+    assert env["AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"] == stack.runtime.url
+    runtime = boto3.client("sagemaker-runtime", endpoint_url=stack.runtime.url, region_name="us-east-1",
+                           aws_access_key_id="testing", aws_secret_access_key="testing",
+                           config=Config(retries={"max_attempts": 1}))
+    endpoint = f"gemcast-{stack.values.get('Stage', 'dev')}"
+    ok = runtime.invoke_endpoint(EndpointName=endpoint, ContentType="application/json", Body=json.dumps(STONE))
+    assert json.loads(ok["Body"].read())["predictions"][0]["price"] > 0
+    with pytest.raises(runtime.exceptions.ModelError) as failed:
+        runtime.invoke_endpoint(EndpointName=endpoint, ContentType="application/json", Body=b"{not json")
+    assert failed.value.response["OriginalStatusCode"] == 400
+    assert "LogStreamArn" in failed.value.response
+
+
 def test_state_file_names_the_running_stack(stack: LocalStack) -> None:
     state = json.loads((stack.state_dir / "stack.json").read_text())
     assert state["api_url"] == stack.gateway.url  # type: ignore[union-attr]

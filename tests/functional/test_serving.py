@@ -316,9 +316,15 @@ def test_the_aiplatform_client_reads_a_refusal_as_vertex_gives_it(server: ModelS
     from google.api_core import exceptions as gexc
     from google.protobuf import json_format, struct_pb2
 
-    from gemcast.gcp import endpoint_path, prediction_client
+    from google.api_core.client_options import ClientOptions
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud.aiplatform_v1.services.prediction_service import PredictionServiceClient
 
-    client = prediction_client(server.url, 10)
+    from gemcast.gcp import endpoint_path
+
+    # The client users have (google-cloud-aiplatform, REST transport), aimed at the serving process.
+    client = PredictionServiceClient(transport="rest", client_options=ClientOptions(api_endpoint=server.url),
+                                     credentials=AnonymousCredentials())
     path = endpoint_path("p", "us-central1", "e")
     answer = client.predict(endpoint=path, instances=[json_format.ParseDict(STONE, struct_pb2.Value())])
     assert answer.predictions[0]["price"] > 0
