@@ -879,12 +879,12 @@ class TreeEnsembleModel(Model):
         compiled = treeshap_kernel.kernel()
         if compiled is not None:
             flat = lt["flat"]
-            out = np.zeros((n, F))
-            tables = flat["tables"] if n >= treeshap_kernel.BLOCK // 2 else flat["small_tables"]
+            out = np.zeros((F, n))
+            tables = flat["tables"] if n >= treeshap_kernel.BATCH else flat["small_tables"]
             compiled[0](np.ascontiguousarray(self._augmented(Z, always=True).T), flat["start"], flat["column"],
                         flat["lo"], flat["hi"], flat["feature"], flat["b"], flat["value"], flat["points"],
                         *flat["rules"], *flat["ratios"], *tables, out)
-            return self.base_log, out
+            return self.base_log, out.T
         # Stones last: every work array below is (leaves, slots or points, stones), contiguous.
         ZaT = self._augmented(Z, always=True).T
         bins = np.empty(ZaT.shape, dtype=lt["code"])  # (columns, stones): each value's bin

@@ -27,7 +27,8 @@ import numpy as np
 
 _log = logging.getLogger(__name__)
 _KERNEL: Any = None
-BLOCK = 64  # stones at a time: a tabulated leaf's table is read by all of them while in cache
+BLOCK = 256  # stones at a time: a tabulated leaf's table is read by all of them while in cache
+BATCH = 32  # from this many stones on, every table is worth reading (fewer: only SMALL_TABLE_K ones)
 _TRIED = False
 
 
@@ -68,7 +69,7 @@ def _source() -> Any:
         # quadrature points q; t_of[q, p], w_of[q, p] the q-point rule on [0, 1]; ratio[ratio_at[l]
         # + j * q + p] = (1 - b_j) / g1_j(t_p). A leaf with table_at[l] >= 0 has its phi for every
         # pattern of a precomputed: table[table_at[l] + pattern * k + j], pattern = sum_j a_j 2^j.
-        # phi (n, F) is added to.
+        # phi (F, n) is added to.
         n = xa.shape[1]
         n_leaves = value.shape[0]
         widest = 1
@@ -95,10 +96,11 @@ def _source() -> Any:
                             x = xa[c, s0 + i]
                             pattern[i] |= ((x > low) & (x <= high)) << j
                     for i in range(m):
-                        where = at + pattern[i] * k
-                        row = phi[s0 + i]
-                        for j in range(k):
-                            row[feature[first + j]] += table[where + j]
+                        pattern[i] = at + pattern[i] * k
+                    for j in range(k):
+                        out = phi[feature[first + j]]
+                        for i in range(m):
+                            out[s0 + i] += table[pattern[i] + j]
                     continue
                 for i in range(m):
                     for j in range(k):
@@ -106,9 +108,8 @@ def _source() -> Any:
                         on[j] = (x > lo[first + j]) & (x <= hi[first + j])
                     terms(first, k, points[leaf], value[leaf], b, t_of, w_of, ratio_at[leaf], ratio, on, product,
                           term)
-                    row = phi[s0 + i]
                     for j in range(k):
-                        row[feature[first + j]] += term[j]
+                        phi[feature[first + j], s0 + i] += term[j]
 
     @numba.njit(cache=True, nogil=True)
     def fill(start, b, value, points, t_of, w_of, ratio_at, ratio, table_at, table):  # pragma: no cover
