@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import print_table, write_result
-from gemcast_local.invoke import function_environment
+from gemcast_local.provision import local_name, parameter_defaults
+from gemcast_local.runtime import ACCOUNT_ID, function_environment
 from gemcast_local.template import load_template, resources_of_type
 
 REPO = Path(__file__).resolve().parents[1]
@@ -89,9 +90,12 @@ def run() -> dict[str, Any]:
                 "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "x",
                 "AWS_SECRET_ACCESS_KEY": "x", "POWERTOOLS_TRACE_DISABLED": "true",
                 "PATH": os.environ.get("PATH", "")}
-    values = {k: f"local-{k}" for k in ("DataBucket", "PredictionLogTable", "InventoryTable", "UsersTable",
-                                          "IdempotencyTable", "PredictionLogDLQ", "TrainingJobQueue",
-                                          "TrainingJobDefinition")}
+    # Names only (nothing is created: this measures imports): every resource by its local name.
+    values = {**parameter_defaults(template), "AWS::AccountId": ACCOUNT_ID, "AWS::Region": "us-east-1",
+              "AWS::URLSuffix": "amazonaws.com", "AWS::Partition": "aws"}
+    for logical_id in template["Resources"]:
+        values.update({logical_id: local_name(logical_id), f"{logical_id}.Arn": f"arn:aws:local:::{logical_id}",
+                       f"{logical_id}.QueueName": local_name(logical_id)})
     python = lambda_python()
     rows = []
     results: dict[str, Any] = {"gemcast_layer": {"zip_bytes": layer_zip, "unzipped_bytes": layer_raw},
@@ -100,11 +104,8 @@ def run() -> dict[str, Any]:
     for _logical_id, props in resources_of_type(template, "AWS::Serverless::Function"):
         folder = REPO / str(props["CodeUri"]).rstrip("/")
         code_zip, code_raw = zipped([folder], folder)
-        env = function_environment(template, folder.name, values, overrides={
-            "DATA_BUCKET": "local-bucket", "REGISTRY_URI": "s3://local-bucket/models", "ENDPOINT_NAME": "gemcast-dev",
-            "SERVING_IMAGE_URI": "123456789012.dkr.ecr.us-east-1.amazonaws.com/gemcast-serving:latest",
-            "SAGEMAKER_ROLE_ARN": "arn:aws:iam::123456789012:role/local"})
-        env.setdefault("LOG_DLQ_URL", "http://127.0.0.1:9/queue/dlq")
+        env = function_environment(template, folder.name, values)
+        env["LOG_DLQ_URL"] = "http://127.0.0.1:9/queue/dlq"
         times = []
         for _ in range(5):
             with tempfile.TemporaryDirectory() as tmp:

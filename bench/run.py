@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-SECTIONS = ["training", "compare", "packages", "serving", "invocations", "score"]
+SECTIONS = ["training", "compare", "packages", "serving", "invocations", "score", "ingest"]
 
 
 def main(argv: list[str]) -> int:

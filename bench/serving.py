@@ -25,7 +25,6 @@ import requests
 
 from bench.common import print_table, time_calls, write_result
 from gemcast.schema import EXAMPLE_STONE
-from gemcast_local.gateway import import_function
 from gemcast_local.servers import free_port
 from gemcast_local.stack import LocalStack, StackConfig
 
@@ -38,16 +37,6 @@ CONCURRENT_SECONDS = float(os.environ.get("BENCH_CONCURRENT_SECONDS", "30"))
 def _batch(n: int) -> list[dict[str, Any]]:
     return [{**STONE, "carat": round(0.3 + (i % 150) / 100, 2), "x": 4.3 + (i % 150) / 60,
              "y": 4.32 + (i % 150) / 60, "z": 2.66 + (i % 150) / 97} for i in range(n)]
-
-
-class FakeContext:
-    function_name = "bench"
-    memory_limit_in_mb = 512
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:bench"
-    aws_request_id = "bench"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 30_000
 
 
 def _load(stack: LocalStack, threads: int) -> dict[str, Any]:
@@ -121,12 +110,9 @@ def run() -> dict[str, Any]:
             invocations_1000_prices = time_calls(
                 lambda: session.post(inv, data=thousand_prices).raise_for_status(), repeat=20)
 
-            env = {**stack.function_env("PredictProxyFunction"), **stack.aws_env, **stack.serving.env()}
-            os.environ.update(env)
-            proxy = import_function("predict_proxy", env)
+            proxy = stack.function("PredictProxyFunction")  # the container the gateway calls
             event = json.loads((REPO / "events" / "predict_proxy_one_stone.json").read_text())
-            context = FakeContext()
-            handler = time_calls(lambda: proxy.lambda_handler(event, context), repeat=200)
+            handler = time_calls(lambda: proxy(event), repeat=200)
 
             api = f"{stack.gateway.url}/v1/predictions"
             headers = {"Authorization": stack.id_token(), "Content-Type": "application/json"}

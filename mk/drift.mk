@@ -1,6 +1,6 @@
 # `make drift`: the drift check on the running local stack's prediction log (`make demo`,
 # state in .gemcast/), then what CloudWatch does with it: on ALARM the training trigger runs
-# even when the data did not change, and the job's gate decides (gemcast drift).
+# even when the data did not change, and the job's gate decides (gemcast-local drift).
 #   make drift                                        # the last 24 hours
 #   make drift EVENT=events/drift_check_past_window.json
 DRIFT_STATE ?= .gemcast
@@ -9,4 +9,4 @@ EVENT ?=
 .PHONY: drift
 
 drift: $(STAMP)
-	$(BIN)/gemcast drift --state $(DRIFT_STATE) $(if $(EVENT),--event $(EVENT))
+	$(BIN)/gemcast-local drift --state $(DRIFT_STATE) $(if $(EVENT),--event $(EVENT))

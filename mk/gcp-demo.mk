@@ -8,7 +8,7 @@ GCP_DEMO_ARGS ?=
 .PHONY: demo-gcp test-gcp
 
 demo-gcp: $(STAMP)
-	$(BIN)/gemcast up --cloud gcp $(GCP_DEMO_ARGS)
+	$(BIN)/gemcast-local up --cloud gcp $(GCP_DEMO_ARGS)
 
 # The GCP function tests and the behaviour tests both clouds share.
 test-gcp: $(STAMP)

@@ -4,7 +4,7 @@
 #   make invoke-list                          # every function and its cases
 # Against the running local stack (`make demo`, state in .gemcast/) when there is one, else
 # against a moto server started for the call. The response goes to stdout, logs to stderr.
-# `make trigger` runs the daily training check on the running local stack (gemcast trigger).
+# `make trigger` runs the daily training check on the running local stack (gemcast-local trigger).
 INVOKE_FUNCTIONS := $(sort $(notdir $(patsubst %/app.py,%,$(wildcard functions/*/app.py))))
 CASE  ?=
 STATE ?= .gemcast
@@ -21,4 +21,4 @@ invoke-list:
 	done
 
 trigger: $(STAMP)
-	$(BIN)/gemcast trigger --state $(STATE)
+	$(BIN)/gemcast-local trigger --state $(STATE)

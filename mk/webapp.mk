@@ -32,9 +32,8 @@ webapp-run: $(STAMP)
 	  TRUST_PROXY=false $(CURDIR)/$(BIN)/gunicorn --bind 127.0.0.1:$(WEBAPP_PORT) --workers 1 --threads 4 \
 	  --reload application:application
 
-# Debian's Chromium for the browser tests (never `playwright install`).
-webapp-browser:
-	bash .ci/install-browser.sh
+# Debian's Chromium for the browser tests (never `playwright install`): the Makefile's `browser`.
+webapp-browser: browser
 
 webapp-test: $(STAMP) webapp-browser
 	$(BIN)/python -m pytest tests/unit/test_webapp.py tests/e2e/test_webapp_browser.py

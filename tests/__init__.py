@@ -1,0 +1,1 @@
+"""Tests of gemcast: see tests/README.md for the layers of the pyramid."""

@@ -1,30 +1,35 @@
-"""Shared fixtures. The stand-in servers come from the plugin below."""
+"""Shared fixtures. The stand-in servers come from the plugin below; the Lambda context and the
+template's resources on moto come from the local runtime and provisioning (gemcast_local),
+the same code the local stack and `make invoke` run."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+import boto3
 import pytest
+
+from gemcast_local.provision import provision
+from gemcast_local.runtime import LambdaContext
+from gemcast_local.template import load_template
 
 pytest_plugins = ["tests.plugins.servers", "tests.shared.fixtures"]
 
-
-@dataclass
-class FakeLambdaContext:
-    """The attributes of a Lambda context that handlers and powertools read."""
-
-    function_name: str = "gemcast-test"
-    function_version: str = "$LATEST"
-    memory_limit_in_mb: int = 512
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:gemcast-test"
-    aws_request_id: str = "2b0d4f4e-4f0c-4d7e-9a53-5c1d3f6f1a10"
-    log_group_name: str = "/aws/lambda/gemcast-test"
-    log_stream_name: str = "2024/01/01/[$LATEST]0123456789abcdef"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 30_000
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-def lambda_context() -> FakeLambdaContext:
-    return FakeLambdaContext()
+def lambda_context() -> LambdaContext:
+    return LambdaContext("gemcast-test", aws_request_id="2b0d4f4e-4f0c-4d7e-9a53-5c1d3f6f1a10")
+
+
+@pytest.fixture(scope="session")
+def template() -> dict[str, Any]:
+    return load_template(REPO / "template.yaml")
+
+
+@pytest.fixture
+def provisioned(aws_env: dict[str, str], template: dict[str, Any]) -> dict[str, str]:
+    """template.yaml's bucket, tables, queues and user pool on a freshly reset moto: the Ref values."""
+    return provision(template, boto3.client, aws_env["AWS_DEFAULT_REGION"])

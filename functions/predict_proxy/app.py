@@ -96,7 +96,7 @@ def get_current_model_card() -> Response[str]:
 @tracer.capture_method
 def list_my_predictions() -> dict[str, Any]:
     raw = app.current_event.get_query_string_value("limit", "20") or "20"
-    if not raw.isdigit() or not 1 <= int(raw) <= 100:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 100:  # "²".isdigit() is True
         raise ValidationError(
             f"limit must be a whole number from 1 to 100, got {raw!r}", {"limit": "must be 1..100"}
         )

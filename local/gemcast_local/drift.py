@@ -1,4 +1,4 @@
-"""``gemcast drift``: the drift check against the local stack's prediction log, and what the
+"""``gemcast-local drift``: the drift check against the local stack's prediction log, and what the
 cloud does with its metric.
 
 The drift function (functions/drift_check/app.py) runs as Lambda would, against the running
@@ -17,7 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gemcast_local.invoke import EVENTS, LOCAL_PREFIX, REPO, STATE_DIR, InvokeError, invoke
+from gemcast_local.invoke import EVENTS, REPO, STATE_DIR, InvokeError, invoke
+from gemcast_local.provision import LOCAL_PREFIX
 from gemcast_local.template import load_template
 
 ALARM = "DriftAlarm"

@@ -14,102 +14,44 @@ What API Gateway does for the stack in AWS, this does on one machine, from templ
   function's ``lambda_handler`` (imported from functions/<name>/app.py with the environment
   the template gives it) is called in process with a Lambda-like context.
 
-Handlers run one at a time: powertools' resolver keeps the current event in class state, and
-Lambda never runs two events in one container at once either. JWT checks run in parallel.
+What API Gateway refuses itself (unknown route or method, no or bad token, a body that fails the
+model, a bad or huge Content-Length, a slow body) is answered with the template's
+GatewayResponses, in the project's Error shape, and counted (``LocalGateway.rejected``); every
+request gets one access-log line in the template's AccessLogSetting format. Each function runs
+one event at a time (gemcast_local.runtime.LocalFunction), as a Lambda container does.
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
-import importlib.util
 import json
 import logging
-import os
 import re
-import sys
 import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from gemcast.errors import GemcastError
-from gemcast_local.template import TemplateError, is_intrinsic, resources_of_type
+from gemcast_local.runtime import ACCOUNT_ID, FUNCTION_TYPE, LambdaContext, LocalFunction
+from gemcast_local.template import TemplateError, resources_of_type
 
 logger = logging.getLogger("gemcast.gateway")
+access_logger = logging.getLogger("gemcast.gateway.access")  # the API's access log, in its template format
 
-REPO = Path(__file__).resolve().parents[2]
-FUNCTION_TYPE = "AWS::Serverless::Function"
 API_TYPE = "AWS::Serverless::Api"
-ACCOUNT_ID = "123456789012"  # moto's default account
 
 
 class AuthError(GemcastError):
     """A request's token is missing, malformed, forged, expired or not an ID token of the pool."""
-
-
-# ----------------------------------------------------------------------------- intrinsics
-
-
-class Resolver:
-    """Resolves ``Ref``, ``Fn::GetAtt`` and ``Fn::Sub`` against known local values.
-
-    ``values`` maps a Ref name (parameter, pseudo parameter or logical id) to its value and
-    ``"Logical.Attribute"`` to a GetAtt value. Anything unknown is a TemplateError naming it.
-    """
-
-    def __init__(self, values: Mapping[str, str]) -> None:
-        self.values = dict(values)
-
-    def resolve(self, value: Any, where: str) -> str:
-        if isinstance(value, str | int | float | bool) and not isinstance(value, bool):
-            return str(value)
-        if isinstance(value, bool):
-            return "true" if value else "false"
-        if not is_intrinsic(value):
-            raise TemplateError(f"{where}: cannot use {value!r} locally")
-        ((kind, arg),) = value.items()
-        if kind == "Ref":
-            return self._lookup(str(arg), where)
-        if kind == "Fn::GetAtt":
-            parts = arg if isinstance(arg, list) else str(arg).split(".", 1)
-            return self._lookup(".".join(str(p) for p in parts), where)
-        if kind == "Fn::Sub":
-            text, local = (arg, {}) if isinstance(arg, str) else (arg[0], arg[1])
-            extra = {k: self.resolve(v, f"{where}.{k}") for k, v in local.items()}
-            return re.sub(
-                r"\$\{([^}!]+)\}", lambda m: extra.get(m.group(1)) or self._lookup(m.group(1), where), text
-            )
-        raise TemplateError(f"{where}: {kind} is not supported by the local stack")
-
-    def _lookup(self, name: str, where: str) -> str:
-        if name not in self.values:
-            raise TemplateError(f"{where}: the local stack has no value for {name}")
-        return self.values[name]
-
-
-def parameter_defaults(template: Mapping[str, Any]) -> dict[str, str]:
-    return {name: str(spec.get("Default", "")) for name, spec in (template.get("Parameters") or {}).items()}
-
-
-def function_environment(template: Mapping[str, Any], logical_id: str, resolver: Resolver) -> dict[str, str]:
-    """The environment the template gives a function: Globals, then its own variables."""
-    props = dict(template["Resources"][logical_id].get("Properties") or {})
-    merged: dict[str, Any] = {}
-    globals_env = ((template.get("Globals") or {}).get("Function") or {}).get("Environment") or {}
-    merged.update(globals_env.get("Variables") or {})
-    merged.update(((props.get("Environment") or {}).get("Variables")) or {})
-    return {
-        name: resolver.resolve(value, f"{logical_id}.Environment.{name}") for name, value in merged.items()
-    }
 
 
 # ----------------------------------------------------------------------------- routes
@@ -234,7 +176,9 @@ class CognitoAuthorizer:
             raise AuthError(f"invalid token: {exc}") from exc
         if claims.get("token_use") != "id":
             raise AuthError(f"an ID token is needed, got a {claims.get('token_use')} token")
-        if self.client_ids and claims.get("aud") not in self.client_ids:
+        audience = claims.get("aud")
+        # A Cognito ID token names its one client as a string; a list (or anything else) is refused.
+        if not isinstance(audience, str) or (self.client_ids and audience not in self.client_ids):
             raise AuthError("the token was issued to another client")
         return claims
 
@@ -268,6 +212,7 @@ def proxy_event(
     source_ip: str,
     stage: str,
     host: str,
+    request_id: str | None = None,
 ) -> dict[str, Any]:
     """An API Gateway REST proxy event, as API Gateway builds it (the events/ files' shape)."""
     single: dict[str, str] = {}
@@ -286,7 +231,7 @@ def proxy_event(
         except UnicodeDecodeError:
             text, encoded = base64.b64encode(body).decode(), True
     now = time.time()
-    request_id = str(uuid.uuid4())
+    request_id = request_id or str(uuid.uuid4())
     context: dict[str, Any] = {
         "accountId": ACCOUNT_ID,
         "apiId": "local",
@@ -322,67 +267,65 @@ def proxy_event(
     }
 
 
+# ----------------------------------------------------------------------------- gateway responses
+
+# API Gateway's own status of each response type (what a GatewayResponse without StatusCode gives).
+RESPONSE_STATUS = {
+    "BAD_REQUEST_BODY": 400, "BAD_REQUEST_PARAMETERS": 400, "UNAUTHORIZED": 401, "ACCESS_DENIED": 403,
+    "MISSING_AUTHENTICATION_TOKEN": 403, "RESOURCE_NOT_FOUND": 404, "REQUEST_TOO_LARGE": 413,
+    "THROTTLED": 429, "QUOTA_EXCEEDED": 429, "AUTHORIZER_FAILURE": 500, "INTEGRATION_FAILURE": 504,
+    "INTEGRATION_TIMEOUT": 504, "DEFAULT_4XX": 400, "DEFAULT_5XX": 500,
+}
+MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway's payload limit
+_CONTEXT_VARIABLE = re.compile(r"\$context\.([A-Za-z][A-Za-z0-9.]*)")
+
+
+def _api_properties(template: Mapping[str, Any]) -> dict[str, Any]:
+    apis = list(resources_of_type(template, API_TYPE))
+    return apis[0][1] if apis else {}
+
+
 @dataclass
-class LocalContext:
-    """The attributes of a Lambda context that handlers and powertools read."""
+class GatewayAnswer:
+    """A request the gateway answers itself, as API Gateway does, without calling a function."""
 
-    function_name: str
-    aws_request_id: str
-    function_version: str = "$LATEST"
-    memory_limit_in_mb: int = 512
-    log_group_name: str = ""
-    log_stream_name: str = "local"
-    deadline: float = 0.0
-
-    @property
-    def invoked_function_arn(self) -> str:
-        return f"arn:aws:lambda:us-east-1:{ACCOUNT_ID}:function:{self.function_name}"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self.deadline - time.monotonic()) * 1000))
+    response_type: str
+    message: str
+    status: int | None = None
+    headers: dict[str, str] = field(default_factory=dict)
 
 
-# ----------------------------------------------------------------------------- functions
+class GatewayResponses:
+    """The API's GatewayResponses from template.yaml, rendered with the request's $context:
+    what API Gateway answers when it refuses a request itself, and the access log line."""
+
+    def __init__(self, template: Mapping[str, Any]) -> None:
+        props = _api_properties(template)
+        self.responses: dict[str, dict[str, Any]] = dict(props.get("GatewayResponses") or {})
+        self.access_format = str((props.get("AccessLogSetting") or {}).get("Format") or "")
+
+    def render(self, answer: GatewayAnswer, context: Mapping[str, str]) -> tuple[int, list[tuple[str, str]], bytes]:
+        status = answer.status or RESPONSE_STATUS.get(answer.response_type, 400)
+        spec = self.responses.get(answer.response_type) or \
+            self.responses.get("DEFAULT_5XX" if status >= 500 else "DEFAULT_4XX") or {}
+        if "StatusCode" in spec and answer.status is None:
+            status = int(spec["StatusCode"])
+        variables = {**context, "error.message": answer.message, "error.messageString": json.dumps(answer.message),
+                     "error.responseType": answer.response_type, "status": str(status)}
+        template = (spec.get("ResponseTemplates") or {}).get("application/json")
+        body = render_context(template, variables) if template else json.dumps({"message": answer.message})
+        headers = [("Content-Type", "application/json"), *answer.headers.items()]
+        for name, value in ((spec.get("ResponseParameters") or {}).get("Headers") or {}).items():
+            headers.append((name, render_context(str(value), variables).strip("'")))
+        return status, headers, body.encode()
+
+    def access_line(self, context: Mapping[str, str]) -> str:
+        return render_context(self.access_format, context)
 
 
-_ENV_LOCK = threading.Lock()
-
-
-@contextlib.contextmanager
-def environment(values: Mapping[str, str]) -> Iterator[None]:
-    """``os.environ`` with ``values`` for the duration (a function's cold start reads it)."""
-    with _ENV_LOCK:
-        saved = {k: os.environ.get(k) for k in values}
-        os.environ.update(values)
-        try:
-            yield
-        finally:
-            for key, old in saved.items():
-                if old is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = old
-
-
-def import_function(
-    function: str, env: Mapping[str, str], functions_dir: Path = REPO / "functions"
-) -> ModuleType:
-    """Import functions/<function>/app.py with ``env`` set, as Lambda's cold start would."""
-    path = functions_dir / function / "app.py"
-    if not path.is_file():
-        raise TemplateError(f"template.yaml routes to {function}, but {path} does not exist")
-    name = f"gemcast_local_fn_{function}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    with environment(env):
-        sys.modules[name] = module
-        try:
-            spec.loader.exec_module(module)
-        except BaseException:
-            sys.modules.pop(name, None)
-            raise
-    return module
+def render_context(text: str, variables: Mapping[str, str]) -> str:
+    """API Gateway's simple substitution of ``$context.*`` (no VTL); unknown variables are empty."""
+    return _CONTEXT_VARIABLE.sub(lambda m: variables.get(m.group(1), ""), text)
 
 
 # ----------------------------------------------------------------------------- the server
@@ -393,31 +336,34 @@ def _json_bytes(payload: Any) -> bytes:
 
 
 class LocalGateway:
-    """The HTTP server. ``start()`` imports the functions and serves on a background thread."""
+    """The HTTP server. ``start()`` loads the functions and serves on a background thread.
+
+    ``function(logical_id)`` gives the :class:`gemcast_local.runtime.LocalFunction` of a route
+    (the stack's runtime, which loads each function once)."""
 
     def __init__(
         self,
         routes: list[Route],
-        function_env: Callable[[str], Mapping[str, str]],
+        function: Callable[[str], LocalFunction],
         authorizer: CognitoAuthorizer | None,
         *,
+        template: Mapping[str, Any] | None = None,
         host: str = "127.0.0.1",
         port: int = 3000,
         stage: str = "dev",
-        functions_dir: Path = REPO / "functions",
         timeout_s: float = 30.0,
+        read_timeout_s: float = 10.0,
     ) -> None:
         self.routes = routes
-        self.function_env = function_env
+        self.function = function
         self.authorizer = authorizer
+        self.responses = GatewayResponses(template or {})
         self.host = host
         self.port = port
         self.stage = stage
-        self.functions_dir = functions_dir
         self.timeout_s = timeout_s
-        self.handlers: dict[str, Callable[[dict[str, Any], Any], dict[str, Any]]] = {}
-        self._invoke_lock = threading.Lock()
-        self._envs: dict[str, dict[str, str]] = {}
+        self.read_timeout_s = read_timeout_s
+        self.rejected: Counter[str] = Counter()  # gateway responses by type (the RejectedRequests metric)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -425,23 +371,13 @@ class LocalGateway:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def load_functions(self) -> None:
-        for route in self.routes:
-            if route.logical_id in self.handlers:
-                continue
-            module_name, _, attr = route.handler.rpartition(".")
-            if module_name != "app":
-                raise TemplateError(f"{route.logical_id}: handler {route.handler} is not app.<function>")
-            self._envs[route.logical_id] = dict(self.function_env(route.logical_id))
-            module = import_function(route.function, self._envs[route.logical_id], self.functions_dir)
-            self.handlers[route.logical_id] = getattr(module, attr)
-
     def start(self) -> LocalGateway:
-        self.load_functions()
+        for route in self.routes:
+            self.function(route.logical_id)  # cold starts now, not on the first request
         gateway = self
 
         class Handler(_RequestHandler):
-            pass
+            timeout = self.read_timeout_s
 
         Handler.gateway = gateway
         try:
@@ -449,13 +385,11 @@ class LocalGateway:
         except OSError as exc:
             raise GemcastError(
                 f"cannot listen on {self.host}:{self.port}: {exc.strerror or exc}; "
-                "choose another port (gemcast up --api-port N)"
+                "choose another port (gemcast-local up --api-port N)"
             ) from exc
         self._server.daemon_threads = True
         self.port = int(self._server.server_address[1])
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="gemcast-gateway", daemon=True
-        )
+        self._thread = threading.Thread(target=self._server.serve_forever, name="gemcast-gateway", daemon=True)
         self._thread.start()
         return self
 
@@ -475,84 +409,74 @@ class LocalGateway:
         self.stop()
 
     # -- one request -------------------------------------------------------------------------
-    def find_route(self, method: str, path: str) -> tuple[Route | None, dict[str, str] | None, bool]:
-        """(route, path parameters, whether the path exists under another method)."""
-        path_known = False
+    def find_route(self, method: str, path: str) -> tuple[Route | None, dict[str, str] | None]:
         for route in self.routes:
             params = route.match(path)
-            if params is None:
-                continue
-            path_known = True
-            if route.method in (method, "ANY"):
-                return route, params, True
-        return None, None, path_known
+            if params is not None and route.method in (method, "ANY"):
+                return route, params
+        return None, None
+
+    def context(self, method: str, path: str, request_id: str, source_ip: str) -> dict[str, str]:
+        """The ``$context`` variables of a request, for gateway responses and the access log."""
+        return {"requestId": request_id, "httpMethod": method, "path": f"/{self.stage}{path}",
+                "resourcePath": "", "stage": self.stage, "integrationLatency": "-",
+                "identity.sourceIp": source_ip,
+                "requestTime": datetime.now(UTC).strftime("%d/%b/%Y:%H:%M:%S +0000")}
+
+    def refuse(self, answer: GatewayAnswer, context: Mapping[str, str]) -> tuple[int, list[tuple[str, str]], bytes]:
+        self.rejected[answer.response_type] += 1
+        status, headers, body = self.responses.render(answer, context)
+        headers.append(("x-amzn-ErrorType", answer.response_type))
+        return status, headers, body
 
     def handle(
-        self, method: str, target: str, headers: list[tuple[str, str]], body: bytes, source_ip: str
+        self, method: str, target: str, headers: list[tuple[str, str]], body: bytes, source_ip: str,
+        context: dict[str, str] | None = None,
     ) -> tuple[int, list[tuple[str, str]], bytes]:
+        """One request's answer. ``context`` (the $context variables) is filled in as it goes."""
         parts = urlsplit(target)
         path = parts.path or "/"
-        route, params, path_known = self.find_route(method, path)
+        route, params = self.find_route(method, path)
+        if context is None:
+            context = self.context(method, path, str(uuid.uuid4()), source_ip)
+        request_id = context["requestId"]
+        context["resourcePath"] = route.path if route else ""
         if route is None:
-            status = 405 if path_known else 404
-            message = f"{method} is not allowed on {path}" if path_known else f"no route {method} {path}"
-            return status, [("Content-Type", "application/json")], _json_bytes({"message": message})
+            # API Gateway answers an unknown path or method so, whatever the method (TRACE too).
+            return self.refuse(GatewayAnswer("MISSING_AUTHENTICATION_TOKEN", "Missing Authentication Token"),
+                               context)
         claims: dict[str, str] | None = None
         if route.auth:
             if self.authorizer is None:
-                raise GemcastError(
-                    f"{route.method} {route.path} needs the Cognito authorizer, which is not set"
-                )
+                raise GemcastError(f"{route.method} {route.path} needs the Cognito authorizer, which is not set")
             auth_header = next((v for k, v in headers if k.lower() == "authorization"), None)
             try:
                 claims = claims_as_strings(self.authorizer.claims(auth_header))
             except AuthError as exc:
-                return (
-                    401,
-                    [("Content-Type", "application/json"), ("WWW-Authenticate", "Bearer")],
-                    _json_bytes({"message": "Unauthorized", "reason": str(exc)}),
-                )
+                logger.info("401 on %s %s: %s", method, path, exc)
+                answer = GatewayAnswer("UNAUTHORIZED", "Unauthorized", headers={"WWW-Authenticate": "Bearer"})
+                return self.refuse(answer, context)
+            context["authorizer.claims.sub"] = claims.get("sub", "")
         if route.validate_body_model is not None and not _body_matches(body, route.validate_body_model):
-            return (
-                400,
-                [("Content-Type", "application/json")],
-                _json_bytes({"message": "Invalid request body"}),
-            )
+            return self.refuse(GatewayAnswer("BAD_REQUEST_BODY", "Invalid request body"), context)
         host = next((v for k, v in headers if k.lower() == "host"), f"{self.host}:{self.port}")
-        event = proxy_event(
-            route=route,
-            method=method,
-            raw_path=path,
-            query=parts.query,
-            headers=headers,
-            body=body,
-            path_parameters=params,
-            claims=claims,
-            source_ip=source_ip,
-            stage=self.stage,
-            host=host,
-        )
-        request_id = event["requestContext"]["requestId"]
-        context = LocalContext(
-            function_name=route.logical_id,
-            aws_request_id=str(uuid.uuid4()),
-            deadline=time.monotonic() + self.timeout_s,
-        )
-        handler = self.handlers[route.logical_id]
+        event = proxy_event(route=route, method=method, raw_path=path, query=parts.query, headers=headers,
+                            body=body, path_parameters=params, claims=claims, source_ip=source_ip,
+                            stage=self.stage, host=host, request_id=request_id)
+        called = time.perf_counter()
         try:
-            # Lambda runs a handler in its function's environment for the container's whole
-            # life, not only at import: a client created at first use must see it too.
-            with self._invoke_lock, environment(self._envs[route.logical_id]):
-                response = handler(event, context)
+            function = self.function(route.logical_id)
+            response = function(event, LambdaContext(route.logical_id, timeout_s=self.timeout_s))
+            context["integrationLatency"] = str(int((time.perf_counter() - called) * 1000))
         except Exception:
             # What API Gateway answers when the function fails; the trace stays in our log.
             logger.error("%s raised on %s %s:\n%s", route.logical_id, method, path, traceback.format_exc())
-            return (
-                502,
-                [("Content-Type", "application/json"), ("x-amzn-RequestId", request_id)],
-                _json_bytes({"message": "Internal server error"}),
-            )
-        return _proxy_response(response, request_id)
+            return self.refuse(GatewayAnswer("DEFAULT_5XX", "Internal server error", status=502), context)
+        proxied = _proxy_response(response, request_id)
+        if proxied is None:
+            logger.error("%s returned no proxy response: %r", route.logical_id, response)
+            return self.refuse(GatewayAnswer("DEFAULT_5XX", "Internal server error", status=502), context)
+        return proxied
 
 
 def _body_matches(body: bytes, model: Mapping[str, Any]) -> bool:
@@ -561,15 +485,14 @@ def _body_matches(body: bytes, model: Mapping[str, Any]) -> bool:
 
     try:
         document = json.loads(body or b"null")
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # deep nesting is a bad body, not a crash
         return False
     return bool(jsonschema.Draft4Validator(dict(model)).is_valid(document))
 
 
-def _proxy_response(response: Mapping[str, Any], request_id: str) -> tuple[int, list[tuple[str, str]], bytes]:
-    if not isinstance(response, Mapping) or "statusCode" not in response:
-        logger.error("the function returned no proxy response: %r", response)
-        return 502, [("Content-Type", "application/json")], _json_bytes({"message": "Internal server error"})
+def _proxy_response(response: Any, request_id: str) -> tuple[int, list[tuple[str, str]], bytes] | None:
+    if not isinstance(response, Mapping) or not isinstance(response.get("statusCode"), int):
+        return None
     headers: list[tuple[str, str]] = []
     seen: set[str] = set()
     for name, values in (response.get("multiValueHeaders") or {}).items():
@@ -585,6 +508,11 @@ def _proxy_response(response: Mapping[str, Any], request_id: str) -> tuple[int, 
     return int(response["statusCode"]), headers, data
 
 
+class _BadRequest(Exception):  # noqa: N818 - a control-flow signal inside the request handler
+    def __init__(self, answer: GatewayAnswer, close: bool = True) -> None:
+        self.answer, self.close = answer, close
+
+
 class _RequestHandler(BaseHTTPRequestHandler):
     gateway: LocalGateway
     protocol_version = "HTTP/1.1"  # keep-alive, as clients of API Gateway get
@@ -593,33 +521,106 @@ class _RequestHandler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     server_version = "gemcast-local-gateway"
 
+    def _read_body(self) -> bytes:
+        """The body, bounded: a bad or huge Content-Length, a bad chunk or a slow body is answered."""
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            return self._read_chunked()
+        raw = (self.headers.get("Content-Length") or "0").strip()
+        if not (raw.isascii() and raw.isdigit()):
+            raise _BadRequest(GatewayAnswer("DEFAULT_4XX", f"Content-Length must be a whole number, got {raw!r}"))
+        length = int(raw)
+        if length > MAX_BODY_BYTES:
+            raise _BadRequest(GatewayAnswer("REQUEST_TOO_LARGE", "Request Too Long"))
+        data = self.rfile.read(length) if length else b""
+        if len(data) < length:
+            raise _BadRequest(GatewayAnswer("DEFAULT_4XX", "the body ended before its Content-Length"))
+        return data
+
+    def _read_chunked(self) -> bytes:
+        data = bytearray()
+        while True:
+            size_line = self.rfile.readline(66).split(b";", 1)[0].strip()
+            try:
+                size = int(size_line, 16)
+            except ValueError:
+                raise _BadRequest(GatewayAnswer("DEFAULT_4XX", "malformed chunked body")) from None
+            if size < 0 or len(data) + size > MAX_BODY_BYTES:
+                raise _BadRequest(GatewayAnswer("REQUEST_TOO_LARGE", "Request Too Long"))
+            if size == 0:
+                while self.rfile.readline(8192).strip():
+                    pass  # trailers
+                return bytes(data)
+            data += self.rfile.read(size)
+            self.rfile.readline(3)
+
     def _serve(self) -> None:
         started = time.perf_counter()
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
+        gateway = self.gateway
+        request_id = str(uuid.uuid4())
+        path = urlsplit(self.path).path or "/"
+        context = gateway.context(self.command, path, request_id, self.client_address[0])
         try:
-            status, headers, data = self.gateway.handle(
-                self.command, self.path, list(self.headers.items()), body, self.client_address[0]
-            )
-        except GemcastError as exc:
-            status, headers, data = (
-                500,
-                [("Content-Type", "application/json")],
-                _json_bytes({"message": str(exc)}),
-            )
-        self.send_response(status)
-        for name, value in headers:
-            if name.lower() not in {"content-length", "connection", "transfer-encoding"}:
-                self.send_header(name, value)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
-        logger.info(
-            "%s %s -> %d in %.1f ms", self.command, self.path, status, (time.perf_counter() - started) * 1000
-        )
+            body = self._read_body()
+            status, headers, data = gateway.handle(self.command, self.path, list(self.headers.items()), body,
+                                                   self.client_address[0], context)
+        except _BadRequest as bad:
+            self.close_connection = bad.close
+            status, headers, data = gateway.refuse(bad.answer, context)
+        except TimeoutError:
+            self.close_connection = True
+            status, headers, data = gateway.refuse(
+                GatewayAnswer("DEFAULT_4XX", "the request body did not arrive in time", status=408), context)
+        except Exception:
+            # The stand-in must answer every request with a status, as API Gateway does.
+            logger.error("gateway fault on %s %s:\n%s", self.command, self.path, traceback.format_exc())
+            status, headers, data = gateway.refuse(GatewayAnswer("DEFAULT_5XX", "Internal server error"), context)
+        self._access_log(context, status, headers, data, started)
+        self._write(status, headers, data)
 
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _serve  # noqa: N815
+    def _access_log(self, context: dict[str, str], status: int, headers: list[tuple[str, str]], data: bytes,
+                    started: float) -> None:
+        """The request's line in the template's access-log format (logged before the answer is sent,
+        so a client that has its answer finds its line)."""
+        context.update(status=str(status), responseLength=str(len(data)),
+                       responseLatency=str(int((time.perf_counter() - started) * 1000)))
+        context["error.responseType"] = next((v for k, v in headers if k == "x-amzn-ErrorType"), "")
+        access_logger.info(self.gateway.responses.access_line(context))
+
+    def _write(self, status: int, headers: list[tuple[str, str]], data: bytes) -> None:
+        try:
+            self.send_response(status)
+            for name, value in headers:
+                if name.lower() not in {"content-length", "connection", "transfer-encoding", "x-amzn-errortype"}:
+                    self.send_header(name, value)
+            self.send_header("Content-Length", str(len(data)))
+            if self.close_connection:
+                self.send_header("Connection", "close")
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(data)
+        except OSError:
+            self.close_connection = True  # the client went away; nothing left to answer
+
+    def __getattr__(self, name: str) -> Any:
+        # Every method reaches the gateway (TRACE, PROPFIND, ...), which answers as API Gateway.
+        if name.startswith("do_"):
+            return self._serve
+        raise AttributeError(name)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The server's own refusals (a malformed request line, headers too long): JSON, not HTML."""
+        self.close_connection = True
+        context = self.gateway.context(getattr(self, "command", "") or "-", "/", str(uuid.uuid4()),
+                                       self.client_address[0])
+        status, headers, data = self.gateway.refuse(
+            GatewayAnswer("DEFAULT_4XX" if code < 500 else "DEFAULT_5XX", message or "Bad Request", status=code),
+            context)
+        if not getattr(self, "command", None):
+            self.command = "GET"
+        if getattr(self, "request_version", "HTTP/0.9") == "HTTP/0.9":
+            self.request_version = "HTTP/1.1"  # a status line and headers, even for a garbled request
+        self._access_log(context, status, headers, data, time.perf_counter())
+        self._write(status, headers, data)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
-        pass  # one line per request is logged by _serve
+        pass  # one access line per request is logged by _serve

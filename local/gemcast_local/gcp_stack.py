@@ -2,7 +2,7 @@
 serving process as the Vertex AI endpoint, and local stand-ins for the two Google services
 that have no emulator (Identity Platform's token signing, Vertex AI custom jobs).
 
-    gemcast up --cloud gcp    # or: make demo-gcp
+    gemcast-local up --cloud gcp    # or: make demo-gcp
 
 Everything the functions reach goes through the settings they read in the cloud:
 ``FIRESTORE_EMULATOR_HOST``, ``STORAGE_EMULATOR_HOST``, ``VERTEX_API_ENDPOINT`` (the serving
@@ -363,7 +363,7 @@ def storage_event(bucket: str, name: str, size: int, template: Path | None = Non
 # -- the whole stack -----------------------------------------------------------------------------
 @dataclass
 class GcpStack:
-    """``gemcast up --cloud gcp``: start everything, run the data flow, print a curl line, wait."""
+    """``gemcast-local up --cloud gcp``: start everything, run the data flow, print a curl line, wait."""
 
     data: Path = REPO / "data" / "diamonds.csv"
     workdir: Path = REPO / ".gemcast" / "gcp"

@@ -202,6 +202,11 @@ class StandInServer:
     def running(self) -> bool:
         return self._proc is not None
 
+    @property
+    def alive(self) -> bool:
+        """Started and its process has not exited."""
+        return self._proc is not None and self._proc.poll() is None
+
     def start(self) -> Self:
         """Launch and wait until the server answers; raise ServerStartError otherwise."""
         self.launch()

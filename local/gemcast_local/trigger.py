@@ -1,4 +1,4 @@
-"""``gemcast trigger``: the schedule's handler, run now against the local stack, where a
+"""``gemcast-local trigger``: the schedule's handler, run now against the local stack, where a
 training job is the image's ``train`` entrypoint as a subprocess instead of AWS Batch.
 
 The handler (functions/schedule_trigger/app.py) makes the same decision as in the cloud:

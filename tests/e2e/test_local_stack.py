@@ -1,6 +1,6 @@
-"""The local stack as a user meets it: `gemcast up`'s runner on free ports, Cognito sign-in, HTTP.
+"""The local stack as a user meets it: `gemcast-local up`'s runner on free ports, Cognito sign-in, HTTP.
 
-Started in process (the same LocalStack that `gemcast up` runs), with a linear model so the
+Started in process (the same LocalStack that `gemcast-local up` runs), with a linear model so the
 start takes seconds; every request goes over HTTP through the local gateway, its authorizer
 and the functions' own handlers.
 """
@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
+import signal
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -104,7 +107,8 @@ def test_no_token_or_a_forged_one_is_a_401(stack: LocalStack, id_token: str) -> 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     forged = jwt.encode(claims, key, algorithm="RS256", headers={"kid": header["kid"]})
     answer = api(stack, "POST", "/v1/predictions", forged, STONE)
-    assert answer.status_code == 401 and answer.json()["message"] == "Unauthorized"
+    assert answer.status_code == 401 and "Unauthorized" in answer.json()["error"]["message"]
+    assert answer.json()["error"]["fields"] == {"Authorization": "missing, expired or not an ID token of this API"}
     # The pool's signature over other claims (another caller) is refused too.
     head, payload, signature = id_token.split(".")
     other = (
@@ -120,6 +124,9 @@ def test_a_bad_stone_is_a_400_with_field_names(stack: LocalStack, id_token: str)
     answer = api(stack, "POST", "/v1/predictions", id_token, {**STONE, "carat": 60, "color": "Q"})
     assert answer.status_code == 400
     assert {"carat", "color"} <= set(answer.json()["error"]["fields"])
+    # "²" is a digit to str.isdigit, not to int(): a clear 400 naming the field, not a 502.
+    mine = api(stack, "GET", "/v1/predictions/mine?limit=%C2%B2", id_token)
+    assert mine.status_code == 400 and "limit" in mine.json()["error"]["fields"]
 
 
 def test_the_printed_commands_work_as_printed(stack: LocalStack) -> None:
@@ -133,7 +140,7 @@ def test_the_printed_commands_work_as_printed(stack: LocalStack) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["price"] > 0
-    assert token(stack.state_dir)  # what `gemcast token` prints
+    assert token(stack.state_dir)  # what `gemcast-local token` prints
 
 
 def test_a_stopped_endpoint_is_a_503_and_still_logged(stack: LocalStack, id_token: str) -> None:
@@ -165,7 +172,7 @@ def test_a_new_batch_under_raw_is_ingested_and_a_new_champion_is_deployed(
     s3 = stack.client("s3")
     lines = (REPO / "data" / "diamonds.csv").read_text().splitlines(keepends=True)
     s3.put_object(Bucket=stack.bucket, Key="raw/more stones.csv", Body="".join(lines[:1] + lines[1:300]))
-    stack.watch_bucket()
+    stack.watch_bucket(wait=True)
     curated = s3.get_object(Bucket=stack.bucket, Key="curated/more stones.csv")["Body"].read().decode()
     assert curated.startswith("carat,cut,color,clarity") and curated.count("\n") > 250
 
@@ -190,3 +197,70 @@ def test_a_new_batch_under_raw_is_ingested_and_a_new_champion_is_deployed(
     assert health["model_version"] == other
     answer = api(stack, "POST", "/v1/predictions", id_token, STONE)
     assert answer.status_code == 200 and answer.json()["model_version"] == other
+
+
+# ----------------------------------------------------------------------------- fault drills
+
+
+def test_drill_a_killed_model_server_is_a_503_logged_and_restarted_by_itself(
+    stack: LocalStack, id_token: str
+) -> None:
+    assert stack.serving is not None and stack.serving.pid is not None
+    os.killpg(stack.serving.pid, signal.SIGKILL)
+    stack.serving._proc.wait(timeout=10)  # type: ignore[union-attr]
+    answer = api(stack, "POST", "/v1/predictions", id_token, STONE)
+    assert answer.status_code == 503
+    assert log_record(stack, answer.json()["request_id"]) is not None  # no record lost
+    stack.tick()  # what `gemcast-local up` does every second
+    assert "serving at" in stack.status["serve"]
+    assert api(stack, "POST", "/v1/predictions", id_token, STONE).status_code == 200
+
+
+@pytest.mark.parametrize("pointer", [b"{not json", b'{"version": "19990101T000000Z-missing"}'])
+def test_drill_a_corrupt_champion_or_a_missing_version_never_replaces_the_serving_one(
+    stack: LocalStack, id_token: str, pointer: bytes
+) -> None:
+    s3 = stack.client("s3")
+    good = s3.get_object(Bucket=stack.bucket, Key="models/champion.json")["Body"].read()
+    serving = stack.serving
+    try:
+        s3.put_object(Bucket=stack.bucket, Key="models/champion.json", Body=pointer)
+        stack.tick()
+        assert stack.serving is serving and "redeploy refused" in stack.status["serve"]
+        answer = api(stack, "POST", "/v1/predictions", id_token, STONE)
+        assert answer.status_code == 200  # still the previous model
+        assert log_record(stack, answer.json()["request_id"]) is not None
+    finally:
+        s3.put_object(Bucket=stack.bucket, Key="models/champion.json", Body=good)
+    stack.tick()  # the good pointer again: deployed
+    assert "serving at" in stack.status["serve"]
+    assert api(stack, "POST", "/v1/predictions", id_token, STONE).status_code == 200
+
+
+def test_drill_a_paused_moto_is_waited_out_and_no_record_is_lost(stack: LocalStack, id_token: str) -> None:
+    assert stack.moto is not None and stack.moto.pid is not None
+    answers: list[requests.Response] = []
+    os.kill(stack.moto.pid, signal.SIGSTOP)
+    try:
+        client = threading.Thread(target=lambda: answers.append(api(stack, "POST", "/v1/predictions", id_token,
+                                                                   STONE)))
+        client.start()
+        client.join(timeout=2)  # the log write waits for moto
+    finally:
+        os.kill(stack.moto.pid, signal.SIGCONT)
+    client.join(timeout=60)
+    stack.tick()  # the player carries on
+    assert answers and answers[0].status_code == 200
+    assert log_record(stack, answers[0].json()["request_id"]) is not None
+    assert stack.moto.alive
+
+
+def test_the_api_keeps_answering_while_a_batch_is_ingested(stack: LocalStack, id_token: str) -> None:
+    """The notification player runs preprocess in its own process: serving never waits for it."""
+    s3 = stack.client("s3")
+    s3.put_object(Bucket=stack.bucket, Key="raw/large.csv", Body=(REPO / "data" / "diamonds_large.csv").read_bytes())
+    stack.watch_bucket()  # returns at once; the batch is cleaned and loaded in the background
+    answered = [api(stack, "GET", "/v1/health", None).status_code for _ in range(5)]
+    assert answered == [200] * 5 and stack._ingest_jobs and not stack._ingest_jobs[0].done()
+    stack.watch_bucket(wait=True)
+    assert stack.status["ingest"] == "raw/large.csv: ingested"

@@ -1,0 +1,1 @@
+"""Functional tests: each handler driven by its events/ files against moto or the emulators."""

@@ -1,26 +1,23 @@
 """The three Cognito triggers, driven by their events/ files against DynamoDB on moto.
 
-The users table is created from template.yaml (through the local stack's template reader), so
-a key-schema change in the template reaches these tests too.
+The users table is created from template.yaml (the local provisioning), so a key-schema change
+in the template reaches these tests too; the handlers are imported by the local runtime.
 """
 
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
-import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import boto3
 import pytest
 
 from gemcast.auth_hooks import SignUpDeniedError, check_sign_up, create_profile, tier_of
-from gemcast_local.template import dynamodb_tables, load_template
+from gemcast_local.runtime import import_handler
 
 REPO = Path(__file__).resolve().parents[2]
 EVENTS = REPO / "events"
@@ -31,28 +28,10 @@ def load_event(name: str) -> dict[str, Any]:
     return json.loads((EVENTS / name).read_text())
 
 
-def load_handler(function: str) -> ModuleType:
-    """Import functions/<function>/app.py afresh, so it reads the environment of this test."""
-    module_name = f"gemcast_test_{function}_app"
-    sys.modules.pop(module_name, None)
-    spec = importlib.util.spec_from_file_location(module_name, REPO / "functions" / function / "app.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture
-def users_table(aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Any:
+def users_table(provisioned: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Any:
     """The template's UsersTable on moto; USERS_TABLE and DEFAULT_TIER set as the template does."""
-    template = load_template(REPO / "template.yaml")
-    (kwargs,) = [
-        t
-        for t in dynamodb_tables(template, name=lambda lid: f"test-{lid}")
-        if t["TableName"] == "test-UsersTable"
-    ]
-    dynamodb = boto3.resource("dynamodb")
-    table = dynamodb.create_table(**kwargs)
+    table = boto3.resource("dynamodb").Table(provisioned["UsersTable"])
     monkeypatch.setenv("USERS_TABLE", table.name)
     monkeypatch.setenv("DEFAULT_TIER", "standard")
     monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "auth_test")
@@ -76,7 +55,7 @@ def test_pre_signup_dev_auto_confirms_an_allowed_domain(
     signup_env: Callable[[bool], None], lambda_context: Any
 ) -> None:
     signup_env(True)
-    app = load_handler("auth_pre_signup")
+    app = import_handler("auth_pre_signup", {})
 
     result = app.lambda_handler(load_event("auth_pre_signup_allowed.json"), lambda_context)
 
@@ -89,7 +68,7 @@ def test_pre_signup_prod_leaves_confirmation_to_the_email_code(
     signup_env: Callable[[bool], None], lambda_context: Any
 ) -> None:
     signup_env(False)
-    app = load_handler("auth_pre_signup")
+    app = import_handler("auth_pre_signup", {})
 
     result = app.lambda_handler(load_event("auth_pre_signup_allowed.json"), lambda_context)
 
@@ -101,7 +80,7 @@ def test_pre_signup_refuses_an_unlisted_domain_with_a_readable_reason(
     signup_env: Callable[[bool], None], lambda_context: Any
 ) -> None:
     signup_env(True)
-    app = load_handler("auth_pre_signup")
+    app = import_handler("auth_pre_signup", {})
 
     with pytest.raises(SignUpDeniedError, match=r"not-allowed\.test is not allowed"):
         app.lambda_handler(load_event("auth_pre_signup_denied.json"), lambda_context)
@@ -138,7 +117,7 @@ def test_an_empty_allow_list_admits_nobody() -> None:
 def test_post_confirmation_creates_the_profile_without_personal_data(
     users_table: Any, lambda_context: Any
 ) -> None:
-    app = load_handler("auth_post_confirmation")
+    app = import_handler("auth_post_confirmation", {})
     event = load_event("auth_post_confirmation.json")
 
     result = app.lambda_handler(copy.deepcopy(event), lambda_context)
@@ -152,7 +131,7 @@ def test_post_confirmation_creates_the_profile_without_personal_data(
 
 
 def test_a_replayed_confirmation_does_not_reset_the_tier(users_table: Any, lambda_context: Any) -> None:
-    app = load_handler("auth_post_confirmation")
+    app = import_handler("auth_post_confirmation", {})
     event = load_event("auth_post_confirmation.json")
     app.lambda_handler(copy.deepcopy(event), lambda_context)
     users_table.update_item(
@@ -165,7 +144,7 @@ def test_a_replayed_confirmation_does_not_reset_the_tier(users_table: Any, lambd
 
 
 def test_a_password_reset_confirmation_writes_nothing(users_table: Any, lambda_context: Any) -> None:
-    app = load_handler("auth_post_confirmation")
+    app = import_handler("auth_post_confirmation", {})
     event = load_event("auth_post_confirmation.json")
     event["triggerSource"] = "PostConfirmation_ConfirmForgotPassword"
 
@@ -190,7 +169,7 @@ def test_create_profile_reports_whether_it_wrote(users_table: Any) -> None:
 
 def test_pre_token_adds_the_stored_tier(users_table: Any, lambda_context: Any) -> None:
     users_table.put_item(Item={"user_id": SUB, "tier": "pro", "created_at": "2024-01-01T00:00:00+00:00"})
-    app = load_handler("auth_pre_token")
+    app = import_handler("auth_pre_token", {})
 
     result = app.lambda_handler(load_event("auth_pre_token.json"), lambda_context)
 
@@ -198,7 +177,7 @@ def test_pre_token_adds_the_stored_tier(users_table: Any, lambda_context: Any) -
 
 
 def test_pre_token_defaults_the_tier_of_a_user_without_profile(users_table: Any, lambda_context: Any) -> None:
-    app = load_handler("auth_pre_token")
+    app = import_handler("auth_pre_token", {})
 
     result = app.lambda_handler(load_event("auth_pre_token.json"), lambda_context)
 
@@ -206,7 +185,7 @@ def test_pre_token_defaults_the_tier_of_a_user_without_profile(users_table: Any,
 
 
 def test_pre_token_keeps_claims_another_hook_added(users_table: Any, lambda_context: Any) -> None:
-    app = load_handler("auth_pre_token")
+    app = import_handler("auth_pre_token", {})
     event = load_event("auth_pre_token.json")
     event["response"]["claimsOverrideDetails"] = {"claimsToAddOrOverride": {"org": "acme"}}
 
@@ -223,12 +202,12 @@ def test_sign_up_to_token_flow(
 ) -> None:
     """Sign-up, confirmation and sign-in, in Cognito's order: the token says the default tier."""
     signup_env(True)
-    load_handler("auth_pre_signup").lambda_handler(load_event("auth_pre_signup_allowed.json"), lambda_context)
-    load_handler("auth_post_confirmation").lambda_handler(
+    import_handler("auth_pre_signup", {}).lambda_handler(load_event("auth_pre_signup_allowed.json"), lambda_context)
+    import_handler("auth_post_confirmation", {}).lambda_handler(
         load_event("auth_post_confirmation.json"), lambda_context
     )
 
-    result = load_handler("auth_pre_token").lambda_handler(load_event("auth_pre_token.json"), lambda_context)
+    result = import_handler("auth_pre_token", {}).lambda_handler(load_event("auth_pre_token.json"), lambda_context)
 
     assert result["response"]["claimsOverrideDetails"]["claimsToAddOrOverride"]["tier"] == "standard"
     assert tier_of(users_table, SUB, default="x") == "standard"

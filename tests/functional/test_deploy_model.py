@@ -17,7 +17,8 @@ import pytest
 
 from gemcast.deploy import DeploymentError, resource_name
 from gemcast.errors import NotFoundError
-from gemcast_local.invoke import MotoSageMaker, load_event, load_handler, retarget_s3_event
+from gemcast_local.invoke import load_event, retarget_s3_event
+from gemcast_local.runtime import MotoSageMaker, import_handler
 
 BUCKET = "gemcast-test-data"
 ENDPOINT = "gemcast-test"
@@ -50,7 +51,7 @@ def deploy(aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Any:
 
     def run(mode: str, context: Any, client: Any = None) -> dict[str, Any]:
         monkeypatch.setenv("ENDPOINT_MODE", mode)
-        app = load_handler("deploy_model")
+        app = import_handler("deploy_model", {})
         app.SAGEMAKER = client or sagemaker
         event = retarget_s3_event(load_event("deploy_model_champion_changed.json"), BUCKET)
         result: dict[str, Any] = app.lambda_handler(event, context)

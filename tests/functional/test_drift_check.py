@@ -1,4 +1,4 @@
-"""drift_check on moto, and `gemcast drift` on a local stack: the alarm and the retraining.
+"""drift_check on moto, and `gemcast-local drift` on a local stack: the alarm and the retraining.
 
 A champion is trained for real (linear, on 800 stones of the bundled data, through the curated
 data as the stack ingests it), so its package holds the training summary the pipeline writes.
@@ -9,6 +9,7 @@ job's own gate judges; a day of stones like the training data gives neither.
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -17,14 +18,15 @@ import boto3
 import pytest
 
 from gemcast.aws import to_item
-from gemcast.cli import main as cli_main
 from gemcast.drift import REPORT_PREFIX, SUMMARY_FILE
 from gemcast.ingest import ingest_object
 from gemcast.pipeline import Progress, run_training
 from gemcast.registry import Registry
 from gemcast.storage import S3Storage
+from gemcast_local.cli import main as local_main
 from gemcast_local.drift import alarm_rule, alarm_state
-from gemcast_local.invoke import load_event, load_handler
+from gemcast_local.invoke import load_event
+from gemcast_local.runtime import import_handler
 from gemcast_local.template import dynamodb_tables, load_template
 from tests import drift_data
 
@@ -34,9 +36,9 @@ TABLES = ("PredictionLogTable", "IdempotencyTable")
 
 
 @pytest.fixture
-def stack(aws_env: dict[str, str], tmp_path: Path) -> dict[str, Any]:
+def stack(aws_env: dict[str, str], provisioned: dict[str, str], tmp_path: Path) -> dict[str, Any]:
     """A bucket with curated data and a trained champion, the template's two tables, and the
-    state file `gemcast up` would write."""
+    state file `gemcast-local up` would write."""
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket=BUCKET)
     template = load_template(REPO / "template.yaml")
@@ -49,8 +51,8 @@ def stack(aws_env: dict[str, str], tmp_path: Path) -> dict[str, Any]:
     outcome = run_training(f"s3://{BUCKET}/curated/", f"s3://{BUCKET}/models", kind="linear", budget_s=1,
                            progress=Progress(emit=lambda _m: None))
     assert outcome.promoted
-    state = {"env": {**aws_env, "DATA_BUCKET": BUCKET, "REGISTRY_URI": f"s3://{BUCKET}/models"},
-             "resources": {lid: f"test-{lid}" for lid in TABLES} | {"DataBucket": BUCKET}}
+    values = {**provisioned, **{lid: f"test-{lid}" for lid in TABLES}, "DataBucket": BUCKET}
+    state = {"pid": os.getpid(), "env": aws_env, "values": values}
     (tmp_path / "stack.json").write_text(json.dumps(state))
     return {"s3": s3, "state": tmp_path, "champion": outcome.version, "template": template}
 
@@ -85,7 +87,7 @@ def test_a_day_over_two_carats_gives_the_alarm_and_a_training_job_the_gate_judge
 ) -> None:
     log_day(drift_data.over_two_carats(300))
 
-    assert cli_main(["drift", "--state", str(stack["state"]), "--kind", "linear", "--budget", "1"]) == 0
+    assert local_main(["drift", "--state", str(stack["state"]), "--kind", "linear", "--budget", "1"]) == 0
     result = json.loads(capsys.readouterr().out)
 
     drift, trigger = result["drift"], result["trigger"]
@@ -107,7 +109,7 @@ def test_a_day_like_the_training_data_gives_no_alarm_and_no_job(
 ) -> None:
     log_day(drift_data.like_training(300))
 
-    assert cli_main(["drift", "--state", str(stack["state"])]) == 0
+    assert local_main(["drift", "--state", str(stack["state"])]) == 0
     result = json.loads(capsys.readouterr().out)
 
     assert result["drift"]["status"] == "ok" and result["alarm"] == "OK" and "trigger" not in result
@@ -120,7 +122,7 @@ def test_the_lambda_publishes_the_score_and_each_feature_by_emf(
 ) -> None:
     log_day(drift_data.over_two_carats(40))  # enough with DRIFT_MIN_STONES=30
     lambda_env(monkeypatch, DRIFT_MIN_STONES="30")
-    app = load_handler("drift_check")
+    app = import_handler("drift_check", {})
 
     result = app.lambda_handler(load_event("drift_check_daily.json"), lambda_context)
 
@@ -141,7 +143,8 @@ def test_a_past_window_with_too_few_stones_says_so_and_publishes_no_score(
     log_day(drift_data.over_two_carats(300))  # today: outside the past window
     lambda_env(monkeypatch)
 
-    result = load_handler("drift_check").lambda_handler(load_event("drift_check_past_window.json"), lambda_context)
+    app = import_handler("drift_check", {})
+    result = app.lambda_handler(load_event("drift_check_past_window.json"), lambda_context)
 
     assert result["status"] == "insufficient_data" and result["alarm"] is False and result["score"] is None
     assert result["counts"]["stones"] == 0 and "at least 200" in result["message"]

@@ -19,9 +19,10 @@ import pytest
 
 from gemcast.aws import from_item
 from gemcast.pipeline import run_training
-from gemcast_local.gateway import Resolver, function_environment, import_function
+from gemcast_local.provision import provision
+from gemcast_local.runtime import function_environment, import_handler
 from gemcast_local.servers import MotoServer, free_port
-from gemcast_local.stack import ModelServer, create_resources
+from gemcast_local.stack import ModelServer
 from gemcast_local.template import load_template
 
 REPO = Path(__file__).resolve().parents[2]
@@ -49,11 +50,11 @@ def stack(moto_server: MotoServer, tmp_path_factory: pytest.TempPathFactory) -> 
         for name, value in env.items():
             mp.setenv(name, value)
         template = load_template(REPO / "template.yaml")
-        values = create_resources(template, boto3.client, env["AWS_DEFAULT_REGION"])
+        values = provision(template, boto3.client, env["AWS_DEFAULT_REGION"])
         registry = f"s3://{values['DataBucket']}/models"
         outcome = run_training(str(REPO / "data" / "diamonds.csv"), registry, kind="linear")
     with ModelServer(registry, workers=1, extra_env=env) as server:
-        function_env = function_environment(template, "PredictProxyFunction", Resolver(values))
+        function_env = function_environment(template, "PredictProxyFunction", values)
         yield {
             "values": values,
             "env": {**env, **function_env, **server.env()},
@@ -69,7 +70,7 @@ def load_proxy(stack: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Callab
     def load(**overrides: str) -> ModuleType:
         for name, value in {**stack["env"], **overrides}.items():
             monkeypatch.setenv(name, value)
-        return import_function("predict_proxy", {})
+        return import_handler("predict_proxy", {})
 
     return load
 

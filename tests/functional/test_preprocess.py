@@ -12,9 +12,9 @@ from typing import Any
 import boto3
 import pytest
 
-from gemcast_local.invoke import load_event, load_handler, retarget_s3_event
+from gemcast_local.invoke import load_event, retarget_s3_event
 from gemcast_local.invoke import main as invoke_main
-from gemcast_local.template import dynamodb_tables, load_template
+from gemcast_local.runtime import import_handler
 
 REPO = Path(__file__).resolve().parents[2]
 DIAMONDS = (REPO / "data" / "diamonds.csv").read_bytes()
@@ -22,20 +22,18 @@ BUCKET = "gemcast-test-data"
 
 
 @pytest.fixture
-def stack(aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+def stack(provisioned: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """The data bucket and the template's InventoryTable on moto; the function's environment set."""
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket=BUCKET)
     # Versioned like the real data bucket: a rewrite of the same bytes still shows as a new version.
     s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
-    tables = dynamodb_tables(load_template(REPO / "template.yaml"), name=lambda lid: f"test-{lid}")
-    (kwargs,) = [t for t in tables if t["TableName"] == "test-InventoryTable"]
-    table = boto3.resource("dynamodb").create_table(**kwargs)
+    table = boto3.resource("dynamodb").Table(provisioned["InventoryTable"])
     for name, value in {"INVENTORY_TABLE": table.name, "DATA_BUCKET": BUCKET,
                         "POWERTOOLS_SERVICE_NAME": "preprocess", "POWERTOOLS_METRICS_NAMESPACE": "gemcast",
                         "POWERTOOLS_TRACE_DISABLED": "true"}.items():
         monkeypatch.setenv(name, value)
-    return {"s3": s3, "table": table, "app": load_handler("preprocess")}
+    return {"s3": s3, "table": table, "app": import_handler("preprocess", {})}
 
 
 def event(name: str) -> dict[str, Any]:

@@ -8,6 +8,7 @@ without running anything, which is what these tests need: how many jobs were sub
 from __future__ import annotations
 
 import json
+import os
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -15,13 +16,13 @@ from typing import Any
 import boto3
 import pytest
 
-from gemcast.cli import main as cli_main
 from gemcast.errors import GemcastError
 from gemcast.ingest import ingest_object
 from gemcast.storage import S3Storage
-from gemcast_local.invoke import load_event, load_handler
+from gemcast_local.cli import main as local_main
+from gemcast_local.invoke import load_event
+from gemcast_local.runtime import import_handler
 from gemcast_local.servers import MotoServer
-from gemcast_local.template import dynamodb_tables, load_template
 from gemcast_local.trigger import run_trigger
 
 REPO = Path(__file__).resolve().parents[2]
@@ -71,13 +72,11 @@ def batch_queue(server: MotoServer) -> tuple[str, str]:
 
 @pytest.fixture
 def stack(
-    aws_env: dict[str, str], moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch
+    provisioned: dict[str, str], moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch
 ) -> dict[str, Any]:
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket=BUCKET)
-    tables = dynamodb_tables(load_template(REPO / "template.yaml"), name=lambda lid: f"test-{lid}")
-    (kwargs,) = [t for t in tables if t["TableName"] == "test-IdempotencyTable"]
-    table = boto3.resource("dynamodb").create_table(**kwargs)
+    table = boto3.resource("dynamodb").Table(provisioned["IdempotencyTable"])
     queue, definition = batch_queue(moto_server)
     for name, value in {"DATA_BUCKET": BUCKET, "REGISTRY_URI": f"s3://{BUCKET}/models",
                         "BATCH_JOB_QUEUE": queue, "BATCH_JOB_DEFINITION": definition,
@@ -85,7 +84,7 @@ def stack(
                         "POWERTOOLS_SERVICE_NAME": "schedule_trigger", "POWERTOOLS_TRACE_DISABLED": "true",
                         "POWERTOOLS_METRICS_NAMESPACE": "gemcast"}.items():
         monkeypatch.setenv(name, value)
-    return {"s3": s3, "queue": queue, "app": load_handler("schedule_trigger")}
+    return {"s3": s3, "queue": queue, "app": import_handler("schedule_trigger", {})}
 
 
 def curate(s3: Any, snapshot_id: str, accepted: int = 1) -> None:
@@ -162,24 +161,20 @@ def test_new_data_after_a_job_gives_a_second_job(stack: dict[str, Any], lambda_c
 
 
 def test_gemcast_trigger_trains_locally_once_per_snapshot(
-    aws_env: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    aws_env: dict[str, str], provisioned: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The local stack's `gemcast trigger`: the same handler; the job is the train entrypoint."""
+    """The local stack's `gemcast-local trigger`: the same handler; the job is the train entrypoint."""
     s3 = boto3.client("s3")
-    s3.create_bucket(Bucket=BUCKET)
-    tables = dynamodb_tables(load_template(REPO / "template.yaml"), name=lambda lid: f"local-{lid}")
-    (kwargs,) = [t for t in tables if t["TableName"] == "local-IdempotencyTable"]
-    boto3.client("dynamodb").create_table(**kwargs)
-    # What `gemcast up` leaves in its state folder (only what the trigger reads).
-    state = {"env": {**aws_env, "DATA_BUCKET": BUCKET, "REGISTRY_URI": f"s3://{BUCKET}/models"},
-             "resources": {"IdempotencyTable": "local-IdempotencyTable", "DataBucket": BUCKET}}
+    BUCKET = provisioned["DataBucket"]  # noqa: N806 - the module's name for the bucket, here the template's
+    # What `gemcast-local up` leaves in its state folder (only what the trigger reads).
+    state = {"pid": os.getpid(), "env": aws_env, "values": provisioned}
     (tmp_path / "stack.json").write_text(json.dumps(state))
     first_800 = b"".join((REPO / "data" / "diamonds.csv").read_bytes().splitlines(keepends=True)[:801])
     s3.put_object(Bucket=BUCKET, Key="raw/batch.csv", Body=first_800)
     snapshot = ingest_object(S3Storage(BUCKET, client=s3), "raw/batch.csv", NoInventory())
     assert snapshot.status == "ingested"
 
-    assert cli_main(["trigger", "--state", str(tmp_path), "--kind", "linear", "--budget", "1"]) == 0
+    assert local_main(["trigger", "--state", str(tmp_path), "--kind", "linear", "--budget", "1"]) == 0
     first = json.loads(capsys.readouterr().out)
     again = run_trigger(state_dir=tmp_path, train_args=["--kind=linear", "--budget=1"])
 
@@ -190,7 +185,7 @@ def test_gemcast_trigger_trains_locally_once_per_snapshot(
 
 
 def test_gemcast_trigger_without_a_running_stack_says_how_to_start_one(tmp_path: Path) -> None:
-    with pytest.raises(GemcastError, match="gemcast up"):
+    with pytest.raises(GemcastError, match="gemcast-local up"):
         run_trigger(state_dir=tmp_path)
 
 

@@ -16,9 +16,9 @@ import pytest
 from gemcast.aws import from_item
 from gemcast.cleaning import clean_csv
 from gemcast.inventory import DynamoInventory
-from gemcast_local.gateway import Resolver, function_environment, import_function
+from gemcast_local.provision import provision
+from gemcast_local.runtime import function_environment, import_handler
 from gemcast_local.servers import MotoServer
-from gemcast_local.stack import create_resources
 from gemcast_local.template import load_template
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,7 +39,7 @@ def stack(moto_server: MotoServer) -> Iterator[dict[str, Any]]:
         for name, value in env.items():
             mp.setenv(name, value)
         template = load_template(REPO / "template.yaml")
-        values = create_resources(template, boto3.client, env["AWS_DEFAULT_REGION"])
+        values = provision(template, boto3.client, env["AWS_DEFAULT_REGION"])
         stones = [
             s
             for s in clean_csv((REPO / "data" / "diamonds.csv").read_bytes(), source="diamonds.csv").accepted
@@ -49,7 +49,7 @@ def stack(moto_server: MotoServer) -> Iterator[dict[str, Any]]:
         yield {
             "values": values,
             "stones": stones,
-            "env": {**env, **function_environment(template, "SimilarFunction", Resolver(values))},
+            "env": {**env, **function_environment(template, "SimilarFunction", values)},
         }
 
 
@@ -58,7 +58,7 @@ def load_similar(stack: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Call
     def load() -> ModuleType:
         for name, value in stack["env"].items():
             monkeypatch.setenv(name, value)
-        return import_function("similar", {})
+        return import_handler("similar", {})
 
     return load
 

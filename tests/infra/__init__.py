@@ -1,0 +1,1 @@
+"""Template checks: cfn-lint, sam validate/build, checkov, IAM least privilege, contracts."""

@@ -26,8 +26,10 @@ import pytest
 from gemcast.gcp import FirestoreInventory
 from gemcast.inventory import DynamoInventory
 from gemcast_local.gcp_stack import PROJECT, LocalIdentity, ServingProcess
-from gemcast_local.invoke import load_event, load_handler
-from gemcast_local.template import dynamodb_tables, load_template, sqs_queues
+from gemcast_local.invoke import load_event
+from gemcast_local.provision import provision
+from gemcast_local.runtime import import_handler
+from gemcast_local.template import load_template
 from tests.shared.fixtures import GcpTestEnv
 from tests.shared.stack import call_function, gcp_event
 
@@ -55,21 +57,16 @@ def aws_api(monkeypatch: pytest.MonkeyPatch, serving: ServingProcess, model_regi
         pytest.skip(f"the AWS handlers {', '.join(missing)} are not written yet")
     template = load_template(REPO / "template.yaml")
     dynamodb = boto3.resource("dynamodb")
-    tables = {kw["TableName"]: dynamodb.create_table(**kw) for kw in
-              dynamodb_tables(template, name=lambda lid: f"parity-{lid}")
-              if kw["TableName"] in {"parity-PredictionLogTable", "parity-InventoryTable"}}
-    (dlq,) = [boto3.client("sqs").create_queue(**kw)["QueueUrl"]
-              for kw in sqs_queues(template, name=lambda lid: f"parity-{lid}")
-              if kw["QueueName"] == "parity-PredictionLogDLQ"]
+    values = provision(template, boto3.client)  # the template's resources, as the local stack has them
     for name, value in {
         "ENDPOINT_NAME": "gemcast-parity", "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": serving.url,
-        "REGISTRY_URI": model_registry, "PREDICTION_LOG_TABLE": "parity-PredictionLogTable",
-        "LOG_DLQ_URL": dlq, "INVENTORY_TABLE": "parity-InventoryTable",
+        "REGISTRY_URI": model_registry, "PREDICTION_LOG_TABLE": values["PredictionLogTable"],
+        "LOG_DLQ_URL": values["PredictionLogDLQ"], "INVENTORY_TABLE": values["InventoryTable"],
         "POWERTOOLS_SERVICE_NAME": "parity", "POWERTOOLS_METRICS_NAMESPACE": "gemcast",
         "POWERTOOLS_TRACE_DISABLED": "true",
     }.items():
         monkeypatch.setenv(name, value)
-    predict_app, similar_app = (load_handler(name) for name in AWS_HANDLERS)
+    predict_app, similar_app = (import_handler(name, {}) for name in AWS_HANDLERS)
 
     def answer(response: Mapping[str, Any]) -> Answer:
         return int(response["statusCode"]), json.loads(response["body"])
@@ -85,7 +82,7 @@ def aws_api(monkeypatch: pytest.MonkeyPatch, serving: ServingProcess, model_regi
         event["multiValueQueryStringParameters"] = {k: [v] for k, v in query.items()}
         return answer(similar_app.lambda_handler(event, lambda_context))
 
-    inventory = DynamoInventory(tables["parity-InventoryTable"].name, resource=dynamodb)
+    inventory = DynamoInventory(values["InventoryTable"], resource=dynamodb)
     return Api("aws", predict, similar, inventory.put_stones)
 
 

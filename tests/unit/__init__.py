@@ -1,0 +1,1 @@
+"""Unit tests: the gemcast package and the local runtime, no network."""

@@ -1,4 +1,5 @@
-"""The ``gemcast`` command: train, predict, models, serve, and the local stack.
+"""The ``gemcast`` command: train, predict, models, serve, score (the local stack's commands are
+``gemcast-local``'s, in gemcast_local: nothing here reaches local code).
 
 Every form prints what scripts rely on (``--json`` where a machine reads it) and exits
 non-zero with a one-line error naming the problem.
@@ -98,32 +99,6 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--region", default=os.environ.get("GOOGLE_CLOUD_REGION", "us-central1"),
                        help="with --on vertex (default us-central1)")
     score.add_argument("--json", action="store_true", help="print the summary as JSON")
-
-    # The local stack (gemcast_local, installed with the repository, not in the layer).
-    up = sub.add_parser("up", help="run the whole AWS stack on this machine (make demo); Ctrl-C stops it")
-    up.add_argument("--api-port", type=int, default=3000, help="local API gateway port (default 3000)")
-    up.add_argument("--state", default=".gemcast", help="state and logs folder (default .gemcast)")
-    up.add_argument("--kind", choices=("gbm", "linear"), default="gbm", help="model kind (default gbm)")
-    up.add_argument("--budget", type=float, default=30.0, help="search budget in seconds (default 30)")
-    up.add_argument("--trials", type=int, default=1, help="training search candidates at most (default 1)")
-    up.add_argument("--cloud", choices=("aws", "gcp"), default="aws",
-                    help="which half to run on its stand-ins (default aws; gcp: make demo-gcp)")
-    trigger = sub.add_parser("trigger", help="the daily training check, now, on the running local stack "
-                             "(a job trains as a local process)")
-    trigger.add_argument("--state", default=".gemcast", help="the local stack's state folder")
-    trigger.add_argument("--kind", choices=("gbm", "linear"), help="model kind of the job")
-    trigger.add_argument("--budget", type=float, help="the job's search budget in seconds")
-    trigger.add_argument("--trials", type=int, help="the job's search candidates at most")
-    drift = sub.add_parser("drift", help="the drift check, now, on the running local stack's prediction log; "
-                           "on alarm, the training trigger")
-    drift.add_argument("--state", default=".gemcast", help="the local stack's state folder")
-    drift.add_argument("--event", help="an event file (window_end, window_hours) instead of the last day")
-    drift.add_argument("--kind", choices=("gbm", "linear"), help="model kind of a retraining job")
-    drift.add_argument("--budget", type=float, help="that job's search budget in seconds")
-    token = sub.add_parser("token", help="print an ID token of the running local stack's demo user")
-    token.add_argument("--state", default=".gemcast", help="the local stack's state (default .gemcast)")
-    token.add_argument("--user", help="e-mail of another user of the local pool")
-    token.add_argument("--password", help="that user's password")
 
     return parser
 
@@ -267,53 +242,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_up(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    if args.cloud == "gcp":
-        from gemcast_local.gcp_stack import GcpStack
-
-        return GcpStack(workdir=Path(args.state) / "gcp", kind=args.kind, train_budget_s=args.budget,
-                        trials=args.trials).run()
-    from gemcast_local.stack import StackConfig, up
-
-    return up(StackConfig(state_dir=Path(args.state), api_port=args.api_port, kind=args.kind,
-                          budget_s=args.budget, trials=args.trials))
-
-
-def cmd_token(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from gemcast_local.stack import token
-
-    print(token(Path(args.state), args.user, args.password))
-    return 0
-
-
-def cmd_trigger(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from gemcast_local.trigger import run_trigger
-
-    train_args = [f"--{name}={value}" for name in ("kind", "budget", "trials")
-                  if (value := getattr(args, name)) is not None]
-    _print_json(run_trigger(state_dir=Path(args.state), train_args=train_args))
-    return 0
-
-
-def cmd_drift(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from gemcast_local.drift import run_drift
-
-    train_args = [f"--{name}={value}" for name in ("kind", "budget") if (value := getattr(args, name)) is not None]
-    _print_json(run_drift(state_dir=Path(args.state), event_file=Path(args.event) if args.event else None,
-                          train_args=train_args))
-    return 0
-
-
-COMMANDS = {"drift": cmd_drift, "train": cmd_train, "predict": cmd_predict, "models": cmd_models, "serve": cmd_serve,
-            "score": cmd_score, "up": cmd_up, "token": cmd_token, "trigger": cmd_trigger}
+COMMANDS = {"train": cmd_train, "predict": cmd_predict, "models": cmd_models, "serve": cmd_serve,
+            "score": cmd_score}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -35,8 +35,6 @@ logger = logging.getLogger(__name__)
 
 ISSUER_PREFIX = "https://securetoken.google.com/"
 TRAINING_MACHINE_TYPE = "n1-standard-4"
-# A Firestore batch commits at most 500 writes.
-BATCH_SIZE = 500
 
 
 class TokenError(GemcastError):
@@ -223,20 +221,27 @@ class FirestoreInventory:
         self.collection = client.collection(collection)
 
     def put_stones(self, stones: Iterable[Mapping[str, Any]]) -> int:
+        """Firestore's BulkWriter: batches sent in parallel, ramped up as Firestore advises, and
+        each failed write retried with backoff; a write that still fails is raised, never dropped."""
+        failures: list[str] = []
+
+        def on_error(error: Any, writer: Any) -> bool:
+            if error.attempts < 10:
+                return True  # retry, with the writer's own backoff
+            failures.append(f"{error.operation.reference.id}: {error.message}")
+            return False
+
         count = 0
-        batch = self.client.batch()
-        pending = 0
+        writer = self.client.bulk_writer()
+        writer.on_write_error(on_error)
         for stone in stones:
             item = to_item(stone)
             # Same stone, same document: loading a batch twice changes nothing.
-            batch.set(self.collection.document(item["stone_id"]), item)
-            pending += 1
+            writer.set(self.collection.document(item["stone_id"]), item)
             count += 1
-            if pending == BATCH_SIZE:
-                batch.commit()
-                batch, pending = self.client.batch(), 0
-        if pending:
-            batch.commit()
+        writer.close()  # waits for every write, retries included
+        if failures:
+            raise GemcastError(f"{len(failures)} stones could not be written to Firestore, e.g. {failures[0]}")
         return count
 
     def similar(self, carat: float, cut: str, color: str, clarity: str, n: int) -> list[dict[str, Any]]:

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, Protocol
 
-from gemcast.errors import ValidationError
+from gemcast.errors import GemcastError, ValidationError
 from gemcast.schema import CATEGORIES, RANGES, stone_id
 
 MAX_N = 50
@@ -129,25 +129,56 @@ class Inventory(Protocol):
     def similar(self, carat: float, cut: str, color: str, clarity: str, n: int) -> list[dict[str, Any]]: ...
 
 
+BATCH_SIZE = 25  # DynamoDB BatchWriteItem's limit
+WRITERS = 4  # batches in flight at once
+MAX_ATTEMPTS = 8
+
+
+class InventoryWriteError(GemcastError):
+    """Items DynamoDB left unprocessed after every retry; nothing is dropped silently."""
+
+
 class DynamoInventory:
     """The inventory on a DynamoDB table (HASH stone_group, RANGE carat_key)."""
 
-    def __init__(self, table_name: str, resource: Any = None) -> None:
+    def __init__(self, table_name: str, resource: Any = None, *, writers: int = WRITERS) -> None:
         if resource is None:
             import boto3
 
             resource = boto3.resource("dynamodb")
         self.table = resource.Table(table_name)
+        self.client = resource.meta.client
+        self.writers = writers
 
     def put_stones(self, stones: Iterable[Mapping[str, Any]]) -> int:
-        count = 0
-        # batch_writer retries unprocessed items itself and de-duplicates keys in a batch.
-        with self.table.batch_writer(overwrite_by_pkeys=["stone_group", "carat_key"]) as batch:
-            for stone in stones:
-                item = {k: (Decimal(str(v)) if isinstance(v, float) else v) for k, v in to_item(stone).items()}
-                batch.put_item(Item=item)
-                count += 1
-        return count
+        """BatchWriteItem in batches of 25, a few in flight at once; UnprocessedItems are sent
+        again with a growing pause until none is left (or InventoryWriteError says how many)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        unique: dict[tuple[str, str], dict[str, Any]] = {}
+        for stone in stones:
+            item = to_item(stone)
+            # One key once per request: BatchWriteItem refuses a batch that names a key twice.
+            # The resource's client turns Python values into DynamoDB's types (floats as Decimal).
+            unique[(item["stone_group"], item["carat_key"])] = {
+                k: Decimal(str(v)) if isinstance(v, float) else v for k, v in item.items()}
+        items = list(unique.values())
+        batches = [items[i:i + BATCH_SIZE] for i in range(0, len(items), BATCH_SIZE)]
+        with ThreadPoolExecutor(max_workers=max(1, self.writers), thread_name_prefix="inventory") as pool:
+            list(pool.map(self._write_batch, batches))
+        return len(items)
+
+    def _write_batch(self, items: list[dict[str, Any]]) -> None:
+        import time
+
+        requests: dict[str, Any] = {self.table.name: [{"PutRequest": {"Item": item}} for item in items]}
+        for attempt in range(MAX_ATTEMPTS):
+            requests = self.client.batch_write_item(RequestItems=requests).get("UnprocessedItems") or {}
+            if not requests:
+                return
+            time.sleep(min(2.0, 0.05 * 2 ** attempt))  # DynamoDB's advice: back off, then resend
+        left = sum(len(v) for v in requests.values())
+        raise InventoryWriteError(f"{left} stones of a batch were still unprocessed after {MAX_ATTEMPTS} attempts")
 
     def similar(self, carat: float, cut: str, color: str, clarity: str, n: int) -> list[dict[str, Any]]:
         from boto3.dynamodb.conditions import Key
