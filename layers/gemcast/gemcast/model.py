@@ -536,6 +536,11 @@ class TreeEnsembleModel(Model):
     leaves (the game is linear in leaves) gives the exact Shapley values of the model's own
     prediction; they add up to predict_log(x) - base_log, where base_log = v(empty set), the
     cover-weighted mean of the trees' leaves. Nothing is sampled or approximated.
+
+    Two kernels compute this sum: the compiled one of ``gemcast.treeshap_kernel`` (numba, in the
+    serving image; per-leaf tables of phi for every pattern of a, filled by the same quadrature)
+    and, where numba is missing (the Lambda layer), the numpy one below. Tests check both
+    against brute force.
     """
 
     kind = KIND_TREES
