@@ -1,4 +1,5 @@
-"""Lambda packages: the size of each function's code, of the gemcast layer, and cold import time.
+"""Lambda packages: the size of each function's code, of the gemcast layer, and cold import time;
+and the same cold start for each Cloud Function of gcp/functions/main.py (``run_gcp``).
 
 Each function is zipped as ``sam build`` would ship it (its folder), the gemcast layer as its
 package; Powertools comes from AWS's own layer and is measured from the installed package for
@@ -29,6 +30,8 @@ from gemcast_local.template import load_template, resources_of_type
 REPO = Path(__file__).resolve().parents[1]
 LAMBDA_VENV = REPO / ".venv-lambda"
 LAMBDA_PACKAGES = ["boto3", "aws-lambda-powertools[tracer]"]
+GCF_VENV = REPO / ".venv-gcf"
+GCF_REQUIREMENTS = REPO / "gcp" / "functions" / "requirements.txt"
 
 
 def python312() -> str:
@@ -53,6 +56,17 @@ def lambda_python() -> str:
         subprocess.run([str(python), "-m", "pip", "install", "-q", *LAMBDA_PACKAGES], check=True)
         stamp.touch()
     return str(python)
+
+def gcf_python() -> str:
+    """The python of a venv with what a Cloud Function gets from gcp/functions/requirements.txt."""
+    python = GCF_VENV / "bin" / "python"
+    stamp = GCF_VENV / f".installed-{GCF_REQUIREMENTS.stat().st_mtime_ns}"
+    if not stamp.exists():
+        subprocess.run([python312(), "-m", "venv", str(GCF_VENV)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "-r", str(GCF_REQUIREMENTS)], check=True)
+        stamp.touch()
+    return str(python)
+
 
 IMPORT_SNIPPET = """
 import sys, time
@@ -142,4 +156,98 @@ def run() -> dict[str, Any]:
     )
     print(json.dumps({k: v.get("import_error") for k, v in results["functions"].items() if "import_error" in v})
           if any("import_error" in v for v in results["functions"].values()) else "")
+    results["gcp_functions"] = run_gcp()
+    return results
+
+
+# A Cloud Function's cold start: import main.py, then create on first use every client its first
+# request needs (what the API's first priced stone creates: the Vertex session, the Firestore
+# client of the log, the token verifier; the other entry points' own clients).
+# functions-framework (Flask) is the runtime's own server, imported before main.py whatever the
+# function: timed apart, like the Lambda runtime's bootstrap, which the Lambda figures leave out.
+GCF_SNIPPET = """
+import sys, time
+sys.path[:0] = [{code!r}]
+t0 = time.perf_counter()
+import functions_framework
+t1 = time.perf_counter()
+import main
+t2 = time.perf_counter()
+{first_call}
+print(t1 - t0, t2 - t1, time.perf_counter() - t2)
+"""
+GCF_FIRST_CALLS = {
+    # The first priced stone: the Vertex session, the Firestore log, the token verifier.
+    "api": "main.API_DEPS.endpoint; main.API_DEPS.log; main._verifier()",
+    # The first model route (GET /v1/models...) adds the registry's Cloud Storage client.
+    "api (first model route)": "main.API_DEPS.registry; main._verifier()",
+    # For comparison: the client the API created before (google-cloud-aiplatform's, REST transport).
+    "api, aiplatform client (before)": (
+        "from google.cloud.aiplatform_v1.services.prediction_service import PredictionServiceClient; "
+        "from google.api_core.client_options import ClientOptions; "
+        "PredictionServiceClient(transport='rest', client_options=ClientOptions("
+        "api_endpoint='europe-west1-aiplatform.googleapis.com')); main.API_DEPS.log; main._verifier()"),
+    "ingest_upload": "main._gcs(); main._inventory()",
+    "trigger_training": "main._gcs(); main._firestore(); main.gcp.job_client('europe-west1-aiplatform.googleapis.com')",
+    "before_create": "main._blocking_verifier()",
+    "before_sign_in": "main._blocking_verifier()",
+}
+API_FUNCTIONS = ("api", "api (first model route)", "before_create", "before_sign_in")  # the 0.5 s budget
+
+
+def bearer_credentials(folder: Path) -> Path:
+    """A credentials file of bearer-token credentials (no local signing, as a function's
+    metadata-server credentials), so google.auth.default() builds them with no network: a token
+    is fetched only at the first request, which no cold start here makes."""
+    path = folder / "credentials.json"
+    path.write_text(json.dumps({"type": "authorized_user", "client_id": "bench.apps.googleusercontent.com",
+                                "client_secret": "bench", "refresh_token": "bench"}))
+    return path
+
+
+def run_gcp() -> dict[str, Any]:
+    """Each Cloud Function's cold start, measured as the Lambdas' are: a fresh Python 3.12
+    process in a venv of gcp/functions/requirements.txt, main.py and the gemcast package copied
+    without bytecode (as deploy.sh stages them), the settings of gcp/env/dev.yaml; import, then
+    the first call's client creation; median of 5 runs."""
+    import yaml
+
+    env_file = {k: str(v) for k, v in yaml.safe_load((REPO / "gcp" / "env" / "dev.yaml").read_text()).items()}
+    python = gcf_python()
+    rows, results = [], {}
+    with tempfile.TemporaryDirectory() as keys:
+        env = {**env_file, "PATH": os.environ.get("PATH", ""), "PYTHONDONTWRITEBYTECODE": "1",
+               "GOOGLE_APPLICATION_CREDENTIALS": str(bearer_credentials(Path(keys))),
+               "NO_GCE_CHECK": "True"}  # no metadata-server probe: the key file is the credentials
+        for target, first_call in GCF_FIRST_CALLS.items():
+            frameworks, imports, firsts, error = [], [], [], ""
+            for _ in range(5):
+                with tempfile.TemporaryDirectory() as tmp:
+                    code = Path(tmp) / "code"
+                    shutil.copytree(REPO / "gcp" / "functions", code, ignore=shutil.ignore_patterns("__pycache__"))
+                    shutil.copytree(REPO / "layers" / "gemcast" / "gemcast", code / "gemcast",
+                                    ignore=shutil.ignore_patterns("__pycache__"))
+                    out = subprocess.run([python, "-c", GCF_SNIPPET.format(code=str(code), first_call=first_call)],
+                                         env=env, capture_output=True, text=True, timeout=120, check=False)
+                if out.returncode != 0:
+                    error = (out.stderr.strip().splitlines() or ["?"])[-1]
+                    break
+                framework, imported, first = (float(v) for v in out.stdout.split())
+                frameworks.append(framework)
+                imports.append(imported)
+                firsts.append(first)
+            if error:
+                results[target] = {"error": error}
+                rows.append((target, f"failed: {error}", ""))
+                continue
+            fw, imp, first = (statistics.median(v) for v in (frameworks, imports, firsts))
+            results[target] = {"framework_import_s": round(fw, 3), "import_s": round(imp, 3),
+                               "first_call_clients_s": round(first, 3), "cold_start_s": round(imp + first, 3)}
+            budget = "<= 0.5 s" if target in API_FUNCTIONS else "(background)" if "before" not in target else ""
+            rows.append((target, f"main.py {imp:.3f} s + first-call clients {first:.3f} s = {imp + first:.3f} s "
+                         f"(functions-framework itself {fw:.3f} s)", budget))
+    write_result("gcp_functions", results)
+    print_table("Cloud Functions cold start (Python 3.12, gcp/functions/requirements.txt, no bytecode for "
+                "main.py and gemcast; import after the runtime's functions-framework, then the clients the "
+                "first request creates)", rows)
     return results

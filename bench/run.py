@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-SECTIONS = ["training", "compare", "packages", "serving", "invocations", "score", "ingest"]
+SECTIONS = ["training", "compare", "packages", "serving", "invocations", "score", "ingest", "load"]
 
 
 def main(argv: list[str]) -> int:

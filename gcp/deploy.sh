@@ -20,6 +20,7 @@
 #   ACCESS_POLICY           access-context-manager policy id; the perimeter step needs it
 #   ACCESS_LEVELS           comma-separated access levels let into the perimeter (operators)
 #   NOTIFICATION_CHANNELS   comma-separated channel ids for the alert policies
+#   IDENTITY_API_KEY        Identity Platform's web API key, for the web page's sign-in (webapp step)
 #   DRIFT_SCHEDULE          cron of the drift check (default "0 4 * * *", Etc/UTC)
 #   CANARY_SCHEDULE         cron of the Vertex AI canary's steps (default "*/5 * * * *")
 #   GCP_BUILD_DIR           where function sources are staged (default build/gcp)
@@ -267,8 +268,10 @@ step_functions() {
     --trigger-http --no-allow-unauthenticated
   # API clients hold Identity Platform ID tokens, which Cloud Run IAM does not accept: these
   # two are public at the IAM level and verify the bearer token in code (IDENTITY_AUDIENCE).
-  deploy_function predict 512Mi 30s all --trigger-http --allow-unauthenticated
-  deploy_function similar 512Mi 30s all --trigger-http --allow-unauthenticated
+  # The one HTTPS entry of the API: it routes by path through gemcast.routes, as API Gateway
+  # routes to the Lambdas; public at the IAM level, it verifies the Identity Platform ID token
+  # of every route that needs a caller (Cloud Run IAM does not accept those tokens).
+  deploy_function api 512Mi 30s all --trigger-http --allow-unauthenticated
   # Identity Platform calls blocking functions without IAM credentials and signs the body
   # with its own JWT, which the function verifies; it must answer within 7 s.
   deploy_function before_create 256Mi 10s all --trigger-http --allow-unauthenticated
@@ -310,7 +313,18 @@ step_webapp() {
     run gcloud app create --project="$PROJECT" --region="$APP_ENGINE_REGION" \
       --service-account="$(sa_email gemcast-webapp)"
   fi
-  run gcloud app deploy webapp/app.yaml --project="$PROJECT" --quiet \
+  # The page calls the one API entry (every route of gemcast.routes) with the user's ID token.
+  local key="${IDENTITY_API_KEY:-}"
+  if [ -z "$key" ]; then
+    if [ "$DRY" = 0 ]; then
+      echo "deploy.sh: set IDENTITY_API_KEY (the project's web API key) for the web page's sign-in" >&2
+      return 1
+    fi
+    # shellcheck disable=SC2016  # printed for the reader to fill in
+    key='${IDENTITY_API_KEY}'
+  fi
+  run make webapp-appengine-env API_URL="$(function_url api)" IDENTITY_API_KEY="$key" WEBAPP_STAGE="$STAGE"
+  run gcloud app deploy .gemcast/webapp-bundle/app.yaml --project="$PROJECT" --quiet \
     --service-account="$(sa_email gemcast-webapp)" --version="${STAGE}-${MODEL_TAG}"
 }
 

@@ -1,7 +1,8 @@
-# The GCP half on this machine: Firestore and Cloud Storage emulators, the six Cloud Functions
-# under functions-framework, the serving process as the Vertex AI endpoint. It uploads
-# data/diamonds.csv, runs ingest_upload and trigger_training (the CustomJob trains locally),
-# starts serving and prints a curl line with a locally issued ID token. Ctrl-C stops it all.
+# The GCP half on this machine: the Firestore, Cloud Storage and Firebase Auth emulators, the
+# Cloud Functions under functions-framework (one `api` entry for every route), the serving
+# process as the Vertex AI endpoint and the web page. It uploads data/diamonds.csv, runs
+# ingest_upload and trigger_training (the CustomJob trains locally), signs the demo user up and
+# prints the page's URL and curl lines. Ctrl-C stops it all. (mk/firebase.mk installs the emulator.)
 # GCP_DEMO_ARGS passes options, e.g. `make demo-gcp GCP_DEMO_ARGS="--kind linear --budget 10"`.
 GCP_DEMO_ARGS ?=
 

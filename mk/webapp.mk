@@ -1,10 +1,12 @@
 # The web app (webapp/): bundle for Elastic Beanstalk and App Engine, run against an API, test.
-# The bundle is webapp/ plus gemcast's schema module (grade names and meanings), the one piece
-# of the gemcast package the page imports; everything else it gets from the API over HTTP.
+# The bundle is webapp/ plus the few pure-Python modules of gemcast the page imports: the schema
+# (grade names and meanings) and the route table (each API call's method and path), with what
+# they import; everything else it gets from the API over HTTP.
 WEBAPP_BUNDLE     := .gemcast/webapp-bundle
 WEBAPP_ZIP        := .gemcast/webapp-bundle.zip
 WEBAPP_PORT       ?= 8050
 WEBAPP_STAGE      ?= dev
+WEBAPP_GEMCAST    := __init__ schema errors predict api routes
 
 .PHONY: webapp-bundle webapp-appengine-env webapp-run webapp-test webapp-browser
 
@@ -13,13 +15,15 @@ webapp-bundle:
 	mkdir -p $(WEBAPP_BUNDLE)/gemcast
 	cp -R webapp/. $(WEBAPP_BUNDLE)/
 	find $(WEBAPP_BUNDLE) -name __pycache__ -prune -exec rm -rf {} +
-	cp layers/gemcast/gemcast/__init__.py layers/gemcast/gemcast/schema.py $(WEBAPP_BUNDLE)/gemcast/
+	cp $(foreach m,$(WEBAPP_GEMCAST),layers/gemcast/gemcast/$(m).py) $(WEBAPP_BUNDLE)/gemcast/
+	cd $(WEBAPP_BUNDLE) && $(CURDIR)/$(BIN)/python -I -B -c "import sys; sys.path.insert(0, '.'); import gemcast.routes, gemcast.schema"
 	cd $(WEBAPP_BUNDLE) && $(CURDIR)/$(BIN)/python -c "import shutil; shutil.make_archive('../webapp-bundle', 'zip', '.')"
 	@echo "Elastic Beanstalk source bundle: $(WEBAPP_ZIP) (upload it, then set WebAppSourceBucket/WebAppSourceKey)"
 	@echo "App Engine: make webapp-appengine-env, then gcloud app deploy $(WEBAPP_BUNDLE)/app.yaml"
 
 # App Engine reads its environment from env.yaml beside app.yaml (see webapp/app.yaml).
-# API_URL: the predict function's base URL; IDENTITY_API_KEY: the project's web API key.
+# API_URL: the base URL of the one `api` Cloud Function (every route of gemcast.routes);
+# IDENTITY_API_KEY: the project's web API key (gcp/deploy.sh's webapp step passes both).
 webapp-appengine-env: webapp-bundle
 	@test -n "$(API_URL)" || { echo "set API_URL=https://... (the gemcast API base URL)"; exit 1; }
 	@test -n "$(IDENTITY_API_KEY)" || { echo "set IDENTITY_API_KEY=... (Identity Platform web API key)"; exit 1; }

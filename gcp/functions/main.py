@@ -4,14 +4,17 @@ Each entry point parses its request or event, takes clients created once per ins
 one function of ``gemcast`` and shapes the answer. Settings come from the environment
 (gcp/env/<stage>.yaml); clients reach the emulators or the cloud through standard settings.
 
-    functions-framework --source gcp/functions/main.py --target predict --port 8081
+``api`` is the one HTTPS entry of the API: it routes by path through the route table
+(``gemcast.routes``), as API Gateway routes to the Lambdas on AWS.
+
+    functions-framework --source gcp/functions/main.py --target api --port 8081
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import uuid
+from collections.abc import Callable
 from typing import Any
 
 import functions_framework
@@ -19,13 +22,12 @@ from cloudevents.http import CloudEvent
 from flask import Request
 
 from gemcast import gcp
-from gemcast.api import error_body, handle_predictions
+from gemcast.api import error_body
 from gemcast.config import Settings
 from gemcast.errors import ValidationError
 from gemcast.ingest import ingest_object
 from gemcast.registry import Registry
-from gemcast.routes import MODEL_VERSION_HEADER
-from gemcast.storage import GCSStorage
+from gemcast.storage import GCSStorage, split_uri
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 logger = logging.getLogger("gemcast.functions")
@@ -54,14 +56,17 @@ def _gcs() -> Any:
 @functools.cache
 def _verifier() -> gcp.IdTokenVerifier:
     settings = _settings("identity_audience")
-    return gcp.IdTokenVerifier(settings.identity_audience, settings.identity_certs_url)
+    return gcp.IdTokenVerifier(settings.identity_audience, settings.identity_certs_url,
+                               emulator_host=settings.firebase_auth_emulator_host)
 
 
 @functools.cache
 def _blocking_verifier() -> gcp.IdTokenVerifier:
-    settings = _settings("gcp_project")
-    return gcp.IdTokenVerifier(settings.gcp_project, settings.identity_certs_url,
-                               audience_matcher=gcp.blocking_audience(settings.gcp_project))
+    # Issued by Identity Platform's project (IDENTITY_AUDIENCE) to this function's own URL.
+    settings = _settings("gcp_project", "identity_audience")
+    return gcp.IdTokenVerifier(settings.identity_audience, settings.identity_certs_url,
+                               audience_matcher=gcp.blocking_audience(settings.gcp_project),
+                               emulator_host=settings.firebase_auth_emulator_host)
 
 
 @functools.cache
@@ -69,21 +74,49 @@ def _inventory() -> gcp.FirestoreInventory:
     return gcp.FirestoreInventory(_firestore(), _settings().firestore_inventory)
 
 
-@functools.cache
-def _endpoint() -> gcp.VertexEndpoint:
-    s = _settings("gcp_project", "vertex_endpoint_id", "vertex_api_endpoint")
-    client = gcp.prediction_client(s.vertex_api_endpoint, s.endpoint_timeout_s)
-    return gcp.VertexEndpoint(client, gcp.endpoint_path(s.gcp_project, s.gcp_region, s.vertex_endpoint_id),
-                              timeout_s=s.endpoint_timeout_s)
+class _ApiDeps:
+    """gemcast.api.ApiDeps of this instance: each client created at the first route that needs
+    it, so a health check or a token refusal never pays for the others."""
+
+    @functools.cached_property
+    def endpoint(self) -> gcp.VertexEndpoint:
+        s = _settings("gcp_project", "vertex_endpoint_id", "vertex_api_endpoint")
+        return gcp.VertexEndpoint(gcp.vertex_session(s.vertex_api_endpoint), s.vertex_api_endpoint,
+                                  gcp.endpoint_path(s.gcp_project, s.gcp_region, s.vertex_endpoint_id),
+                                  timeout_s=s.endpoint_timeout_s)
+
+    @functools.cached_property
+    def log(self) -> gcp.FirestorePredictionLog:
+        return gcp.FirestorePredictionLog(_firestore(), _settings().firestore_predictions, overflow=_log_bucket())
+
+    @functools.cached_property
+    def registry(self) -> Registry:
+        return Registry(_settings("registry_uri").registry_uri)
+
+    @functools.cached_property
+    def inventory(self) -> gcp.FirestoreInventory:
+        return _inventory()
+
+    @property
+    def history(self) -> Callable[[str, int], list[dict[str, Any]]]:
+        return lambda caller, limit: gcp.recent_for_caller(_firestore(), _settings().firestore_predictions,
+                                                           caller, limit, _log_bucket())
+
+    @property
+    def ttl_days(self) -> int:
+        return _settings().log_ttl_days
 
 
 @functools.cache
-def _prediction_log() -> gcp.FirestorePredictionLog:
-    return gcp.FirestorePredictionLog(_firestore(), _settings().firestore_predictions)
+def _log_bucket() -> GCSStorage | None:
+    uri = _settings().prediction_log_uri
+    if not uri:
+        return None
+    _, bucket, prefix = split_uri(uri)
+    return GCSStorage(bucket, prefix, client=_gcs())
 
 
-def _caller(request: Request) -> str:
-    return str(_verifier().verify(gcp.bearer_token(request.headers))["sub"])
+API_DEPS = _ApiDeps()
 
 
 # -- entry points --------------------------------------------------------------------------------
@@ -118,28 +151,9 @@ def _start_training(request: Any) -> dict[str, Any]:
 
 
 @functions_framework.http
-@gcp.api_errors
-def predict(request: Request) -> gcp.HttpResult:
-    """POST /v1/predictions with an Identity Platform ID token."""
-    caller = _caller(request)
-    if request.method != "POST":
-        return gcp.json_response(405, error_body("/v1/predictions takes POST"))
-    answer = handle_predictions(request.get_data(), request_id=uuid.uuid4().hex, caller=caller,
-                                endpoint=_endpoint(), log=_prediction_log(),
-                                ttl_days=_settings().log_ttl_days)
-    version = {MODEL_VERSION_HEADER: answer.model_version} if answer.model_version else {}
-    return gcp.json_response(answer.status, answer.body, {**answer.headers, **version})
-
-
-@functions_framework.http
-@gcp.api_errors
-def similar(request: Request) -> gcp.HttpResult:
-    """GET /v1/diamonds/similar?carat=&cut=&color=&clarity=&n= with an ID token."""
-    _caller(request)
-    if request.method != "GET":
-        return gcp.json_response(405, error_body("/v1/diamonds/similar takes GET"))
-    status, body = gcp.similar_answer(request.args, _inventory())
-    return gcp.json_response(status, body)
+def api(request: Request) -> gcp.HttpResult:
+    """Every route of the API (gemcast.routes), with an Identity Platform ID token where needed."""
+    return gcp.serve_api(request, API_DEPS, _verifier)
 
 
 @functions_framework.http

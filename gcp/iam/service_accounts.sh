@@ -11,9 +11,12 @@
 #                                                   datastore.user (project: snapshots),
 #                                                   gemcastTrainingLauncher (project: customJobs create/get/list),
 #                                                   iam.serviceAccountUser (on gemcast-training only)
-#  gemcast-predict         predict                  gemcastPredictor (project: endpoints.predict),
-#                                                   datastore.user (project: prediction log)
-#  gemcast-similar         similar                  datastore.viewer (project: reads inventory)
+#  gemcast-api             api (every API route)    gemcastPredictor (project: endpoints.predict),
+#                                                   datastore.user (project: prediction log, inventory),
+#                                                   storage.objectViewer (bucket: models/ for the
+#                                                   model routes), storage.objectUser (bucket, logs/
+#                                                   only: log records too large for Firestore, or
+#                                                   written while it fails)
 #  gemcast-before-create   before_create            none: checks the e-mail domain from its env
 #  gemcast-before-sign-in  before_sign_in           none
 #  gemcast-drift-check     check_drift              storage.objectUser (bucket: models/ in, monitoring/ out),
@@ -38,8 +41,7 @@
 FUNCTION_SAS=(
   "ingest_upload|gemcast-ingest-upload"
   "trigger_training|gemcast-trigger-train"
-  "predict|gemcast-predict"
-  "similar|gemcast-similar"
+  "api|gemcast-api"
   "before_create|gemcast-before-create"
   "before_sign_in|gemcast-before-sign-in"
   "check_drift|gemcast-drift-check"
@@ -54,18 +56,23 @@ BUCKET_BINDINGS=(
   "gemcast-trigger-train|roles/storage.objectViewer"
   "gemcast-training|roles/storage.objectUser"
   "gemcast-serving|roles/storage.objectViewer"
+  "gemcast-api|roles/storage.objectViewer"
   "gemcast-drift-check|roles/storage.objectUser"
   "gemcast-retrain-drift|roles/storage.objectViewer"
   "gemcast-roll-champion|roles/storage.objectViewer"
+)
+# "account|role|object prefix" granted on the data bucket under an IAM condition: the role holds
+# for objects under that prefix only (gemcast.log_overflow writes logs/<date>/<request id>.json).
+BUCKET_PREFIX_BINDINGS=(
+  "gemcast-api|roles/storage.objectUser|logs/"
 )
 # "account|role" pairs granted on the project (no narrower scope exists for these services).
 PROJECT_BINDINGS=(
   "gemcast-ingest-upload|roles/datastore.user"
   "gemcast-trigger-train|roles/datastore.user"
   "gemcast-trigger-train|projects/${PROJECT}/roles/gemcastTrainingLauncher"
-  "gemcast-predict|projects/${PROJECT}/roles/gemcastPredictor"
-  "gemcast-predict|roles/datastore.user"
-  "gemcast-similar|roles/datastore.viewer"
+  "gemcast-api|projects/${PROJECT}/roles/gemcastPredictor"
+  "gemcast-api|roles/datastore.user"
   "gemcast-eventarc|roles/eventarc.eventReceiver"
   "gemcast-drift-check|roles/datastore.viewer"
   "gemcast-drift-check|roles/monitoring.metricWriter"
@@ -122,6 +129,14 @@ deploy_iam() {
   for pair in "${BUCKET_BINDINGS[@]}"; do
     run gcloud storage buckets add-iam-policy-binding "gs://${BUCKET}" \
       --member="serviceAccount:$(sa_email "${pair%%|*}")" --role="${pair#*|}"
+  done
+  local prefix rest
+  for pair in "${BUCKET_PREFIX_BINDINGS[@]}"; do
+    account="${pair%%|*}" rest="${pair#*|}"
+    role="${rest%%|*}" prefix="${rest#*|}"
+    run gcloud storage buckets add-iam-policy-binding "gs://${BUCKET}" \
+      --member="serviceAccount:$(sa_email "$account")" --role="$role" \
+      --condition="expression=resource.name.startsWith(\"projects/_/buckets/${BUCKET}/objects/${prefix}\"),title=${account#gemcast-}-${prefix%/}-only"
   done
   for pair in "${PROJECT_BINDINGS[@]}"; do
     run gcloud projects add-iam-policy-binding "$PROJECT" \

@@ -2,9 +2,10 @@
 
 What API Gateway does for the stack in AWS, this does on one machine, from template.yaml:
 
-- the routes are the ``Api`` events of each ``AWS::Serverless::Function`` (path, method,
-  ``Auth.Authorizer: NONE``, ``RequestModel`` with ``ValidateBody``), so they cannot drift
-  from the stack;
+- the routes are those of the route table (``gemcast.routes``), each served by the function
+  whose ``Api`` event in the template names it (path, method, ``Auth.Authorizer: NONE``,
+  ``RequestModel`` with ``ValidateBody``); the two are checked against each other, so neither
+  can drift;
 - the Cognito authorizer: the ``Authorization`` header must hold an ID token of the user pool,
   RS256-signed by a key of the pool's JWKS (moto serves it at ``{moto}/{pool id}/.well-known/
   jwks.json``), with the pool's AWS-style issuer, a client of the pool as audience, and not
@@ -128,14 +129,37 @@ def routes_from_template(template: Mapping[str, Any]) -> list[Route]:
     return routes
 
 
-def require_routes(routes: list[Route], wanted: list[tuple[str, str]]) -> None:
-    """A clear error when the template lacks a route the local stack relies on."""
-    have = {(r.method, r.path) for r in routes}
-    missing = [f"{m} {p}" for m, p in wanted if (m, p) not in have]
-    if missing:
-        raise TemplateError(
-            f"template.yaml has no Api event for {', '.join(missing)}: add it to the function"
-        )
+def template_disagreements(template: Mapping[str, Any]) -> list[str]:
+    """Where template.yaml's Api events and the route table (gemcast.routes) differ: a route
+    missing or extra, served by another function, or guarded differently. Empty when they agree."""
+    from gemcast.routes import ROUTES
+
+    have = {(r.method, r.path): r for r in routes_from_template(template)}
+    problems = []
+    for route in ROUTES:
+        event = have.pop((route.method, route.path), None)
+        if event is None:
+            problems.append(f"{route.key} has no Api event (add it to functions/{route.aws_function}'s function)")
+        elif event.function != route.aws_function:
+            problems.append(f"{route.key} goes to functions/{event.function}, the table says {route.aws_function}")
+        elif event.auth != route.auth:
+            problems.append(f"{route.key} is {'guarded' if event.auth else 'public'} in the template, "
+                            f"{'guarded' if route.auth else 'public'} in the table")
+    problems += [f"{method} {path} is an Api event of {r.logical_id} but not in the route table"
+                 for (method, path), r in have.items()]
+    return problems
+
+
+def table_routes(template: Mapping[str, Any]) -> list[Route]:
+    """The gateway's routes: those of the route table, each with the template function that
+    serves it; a TemplateError naming every disagreement between the two."""
+    from gemcast.routes import ROUTES
+
+    problems = template_disagreements(template)
+    if problems:
+        raise TemplateError("template.yaml disagrees with gemcast.routes: " + "; ".join(problems))
+    have = {(r.method, r.path): r for r in routes_from_template(template)}
+    return [have[(route.method, route.path)] for route in ROUTES]
 
 
 # ----------------------------------------------------------------------------- the authorizer

@@ -1,13 +1,14 @@
 """The GCP half on one laptop: emulators, each Cloud Function under functions-framework, the
-serving process as the Vertex AI endpoint, and local stand-ins for the two Google services
-that have no emulator (Identity Platform's token signing, Vertex AI custom jobs).
+serving process as the Vertex AI endpoint, the web page, and a local stand-in for the one
+Google service that has no emulator (Vertex AI custom jobs).
 
     gemcast-local up --cloud gcp    # or: make demo-gcp
 
 Everything the functions reach goes through the settings they read in the cloud:
 ``FIRESTORE_EMULATOR_HOST``, ``STORAGE_EMULATOR_HOST``, ``VERTEX_API_ENDPOINT`` (the serving
 process answers the Vertex REST path; the jobs stand-in answers ``customJobs``) and
-``IDENTITY_CERTS_URL`` (the local issuer's x509 certs, in the format Google publishes).
+``FIREBASE_AUTH_EMULATOR_HOST`` (the Firebase Auth emulator of firebase-tools serves the
+Identity Toolkit REST API that Identity Platform serves: sign-up, sign-in, the blocking functions).
 This module is the one place that knows it is local.
 """
 
@@ -17,10 +18,14 @@ import datetime as dt
 import json
 import os
 import re
+import secrets
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Mapping, Sequence
@@ -29,27 +34,145 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from gemcast.errors import GemcastError
 from gemcast_local.servers import (
     HOST,
     FirestoreEmulator,
     GcsEmulator,
     ServerGroup,
+    ServerStartError,
     StandInServer,
     free_port,
     stop_on_interrupt,
 )
+from gemcast_local.webapp_runner import WebAppServer
 
 REPO = Path(__file__).resolve().parents[2]
 MAIN = REPO / "gcp" / "functions" / "main.py"
-ENTRY_POINTS = ("ingest_upload", "trigger_training", "predict", "similar", "before_create", "before_sign_in")
+ENTRY_POINTS = ("ingest_upload", "trigger_training", "api", "before_create", "before_sign_in")
 PROJECT = "gemcast-local"
+# The Firebase Auth emulator's project: a "demo-" id, so firebase-tools never looks for a real one.
+IDENTITY_PROJECT = "demo-gemcast-local"
 REGION = "europe-west1"
 BUCKET = "gemcast-local-data"
 ENDPOINT_ID = "410000001"
-ISSUER_PREFIX = "https://securetoken.google.com/"
+FIREBASE_TOOLS_DIR = REPO / ".tools"
+FIREBASE_CLI = FIREBASE_TOOLS_DIR / "node_modules" / "firebase-tools" / "lib" / "bin" / "firebase.js"
+DEMO_EMAIL = "demo@example.com"
+# The web API key is not checked by the emulator; the page sends it as it would in the cloud.
+LOCAL_API_KEY = "local-web-api-key"
 
 
-# -- Identity Platform's signing, locally -------------------------------------------------------
+# -- Identity Platform, locally: the Firebase Auth emulator ---------------------------------------
+class FirebaseAuthEmulator(StandInServer):
+    """``firebase emulators:start --only auth`` (npm firebase-tools in ``.tools/``, installed by
+    ``make firebase-tools``), with its hub and logging ports free ports too and its own temp
+    folder, so several can run at once. It serves the Identity Toolkit REST API at
+    ``{url}/identitytoolkit.googleapis.com/v1/...``; its ID tokens are unsigned (``alg: none``)
+    and are accepted only where ``FIREBASE_AUTH_EMULATOR_HOST`` is set."""
+
+    name = "firebase-auth"
+    default_timeout_s = 180.0  # Node builds the emulator's API validator: slow on 2 busy cores
+
+    def __init__(self, *, project: str = IDENTITY_PROJECT, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.project = project
+        self._home: str | None = None
+
+    def launch(self) -> None:
+        if not FIREBASE_CLI.is_file():
+            raise ServerStartError(f"{FIREBASE_CLI} is missing: run `make firebase-tools` (npm install)")
+        node = shutil.which("node")
+        if node is None:
+            raise ServerStartError("node is not on PATH: the Firebase Auth emulator needs Node.js 20+")
+        self._home = tempfile.mkdtemp(prefix="gemcast-firebase-")
+        self._extra_env.update(TMPDIR=self._home, NO_UPDATE_NOTIFIER="1", CI="true",
+                               FIREBASE_CLI_DISABLE_UPDATE_CHECK="true")
+        super().launch()
+
+    def command(self) -> list[str]:
+        assert self._home is not None
+        config = Path(self._home) / "firebase.json"
+        config.write_text(json.dumps({"emulators": {
+            "auth": {"host": self.host, "port": self.port},
+            "hub": {"host": self.host, "port": free_port()},
+            "logging": {"host": self.host, "port": free_port()},
+            "ui": {"enabled": False},
+            "singleProjectMode": True,
+        }}))
+        return [shutil.which("node") or "node", str(FIREBASE_CLI), "emulators:start", "--only", "auth",
+                "--project", self.project, "--config", str(config)]
+
+    def stop(self, timeout_s: float = 10.0, *, keep_log: bool = False) -> None:
+        super().stop(timeout_s, keep_log=keep_log)
+        if self._home is not None:
+            shutil.rmtree(self._home, ignore_errors=True)
+            self._home = None
+
+    @property
+    def host_port(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        return {"FIREBASE_AUTH_EMULATOR_HOST": self.host_port}
+
+    # -- the Identity Toolkit REST API and the emulator's own API --------------------------------
+    def _call(self, method: str, path: str, body: Any = None, *, admin: bool = False) -> dict[str, Any]:
+        headers = {"Content-Type": "application/json"}
+        if admin:  # the emulator takes any bearer "owner" token for admin calls
+            headers["Authorization"] = "Bearer owner"
+        sep = "&" if "?" in path else "?"
+        url = f"{self.url}{path}{'' if admin else sep + 'key=' + LOCAL_API_KEY}"
+        req = urllib.request.Request(url, data=None if body is None else json.dumps(body).encode(),
+                                     method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                return dict(json.loads(resp.read() or b"{}"))
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode("utf-8", "replace")
+            raise IdentityError(f"{method} {path}: HTTP {exc.code} {detail}") from exc
+
+    def sign_up(self, email: str, password: str, *, exist_ok: bool = False) -> dict[str, Any]:
+        """accounts:signUp, as a new user does (the beforeCreate blocking function runs);
+        ``exist_ok``: an account of that e-mail already there is fine (its answer is ``{}``)."""
+        try:
+            return self._call("POST", "/identitytoolkit.googleapis.com/v1/accounts:signUp",
+                              {"email": email, "password": password, "returnSecureToken": True})
+        except IdentityError as exc:
+            if exist_ok and "EMAIL_EXISTS" in str(exc):
+                return {}
+            raise
+
+    def sign_in(self, email: str, password: str) -> dict[str, Any]:
+        """accounts:signInWithPassword: ``idToken``, ``refreshToken`` (beforeSignIn runs)."""
+        return self._call("POST", "/identitytoolkit.googleapis.com/v1/accounts:signInWithPassword",
+                          {"email": email, "password": password, "returnSecureToken": True})
+
+    def id_token(self, email: str, password: str) -> str:
+        return str(self.sign_in(email, password)["idToken"])
+
+    def use_blocking_functions(self, before_create: str | None, before_sign_in: str | None) -> None:
+        """Register the blocking functions' URLs, as ``gcloud identity-platform`` does in the cloud."""
+        triggers = {event: {"functionUri": url} for event, url in
+                    (("beforeCreate", before_create), ("beforeSignIn", before_sign_in)) if url}
+        self._call("PATCH", f"/emulator/v1/projects/{self.project}/config",
+                   {"blockingFunctions": {"triggers": triggers}}, admin=True)
+
+    def set_custom_claims(self, local_id: str, claims: Mapping[str, Any]) -> None:
+        """What an administrator does with the Admin SDK's set_custom_user_claims."""
+        self._call("POST", f"/identitytoolkit.googleapis.com/v1/projects/{self.project}/accounts:update",
+                   {"localId": local_id, "customAttributes": json.dumps(dict(claims))}, admin=True)
+
+    def clear(self) -> None:
+        """Delete every account of the project (the emulator's own API)."""
+        self._call("DELETE", f"/emulator/v1/projects/{self.project}/accounts", admin=True)
+
+
+class IdentityError(GemcastError):
+    """The Firebase Auth emulator refused a call (the message holds its error answer)."""
+
+
+# -- a small HTTP server in a thread (the Vertex AI jobs stand-in) -------------------------------
 class _QuietHandler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
         pass
@@ -94,79 +217,6 @@ class _ThreadServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-class _CertsHandler(_QuietHandler):
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
-        issuer: LocalIdentity = self.server.owner  # type: ignore[attr-defined]
-        if self.path.split("?")[0] in {"/certs", "/"}:
-            self._send(200, issuer.certs(), {"Cache-Control": "public, max-age=3600"})
-        else:
-            self._send(404, {"error": "not found"})
-
-
-class LocalIdentity(_ThreadServer):
-    """Signs RS256 ID tokens as Identity Platform does (iss, aud, sub, kid) with a local key and
-    serves its certificate at ``certs_url`` as ``{kid: x509 PEM}``, the format of Google's
-    securetoken certs URL, so the functions verify them with the same code as in the cloud."""
-
-    def __init__(self, project: str = PROJECT) -> None:
-        super().__init__(_CertsHandler)
-        from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import rsa
-        from cryptography.x509.oid import NameOID
-
-        self.project = project
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "gemcast-local-securetoken")])
-        now = dt.datetime.now(dt.UTC)
-        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-                .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
-                .not_valid_after(now + dt.timedelta(days=30)).sign(key, hashes.SHA256()))
-        self.kid = uuid.uuid4().hex
-        self._private_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                              serialization.NoEncryption())
-        self._cert_pem = cert.public_bytes(serialization.Encoding.PEM).decode()
-
-    @property
-    def certs_url(self) -> str:
-        return f"{self.url}/certs"
-
-    def certs(self) -> dict[str, str]:
-        return {self.kid: self._cert_pem}
-
-    def sign(self, payload: Mapping[str, Any]) -> str:
-        from google.auth import crypt, jwt
-
-        signer = crypt.RSASigner.from_string(self._private_pem, key_id=self.kid)
-        return jwt.encode(signer, dict(payload)).decode()
-
-    def id_token(self, sub: str, *, email: str = "", tier: str | None = None, ttl_s: int = 3600,
-                 audience: str | None = None, now: float | None = None) -> str:
-        """An Identity Platform ID token for user ``sub`` (aud and iss name the project)."""
-        moment = int(time.time() if now is None else now)
-        claims: dict[str, Any] = {
-            "iss": ISSUER_PREFIX + self.project, "aud": audience or self.project, "sub": sub, "user_id": sub,
-            "iat": moment, "auth_time": moment, "exp": moment + ttl_s,
-            "firebase": {"sign_in_provider": "password", "identities": {"email": [email]} if email else {}},
-        }
-        if email:
-            claims.update(email=email, email_verified=True)
-        if tier:
-            claims["tier"] = tier
-        return self.sign(claims)
-
-    def blocking_token(self, event_type: str, user_record: Mapping[str, Any], *,
-                       audience: str = "https://gemcast-local-blocking-abc123-ew.a.run.app",
-                       ttl_s: int = 300) -> str:
-        """The JWT Identity Platform posts to a blocking function as ``{"data": {"jwt": ...}}``."""
-        moment = int(time.time())
-        return self.sign({
-            "iss": ISSUER_PREFIX + self.project, "aud": audience, "sub": user_record["uid"],
-            "iat": moment, "exp": moment + ttl_s, "event_id": uuid.uuid4().hex, "event_type": event_type,
-            "ip_address": "127.0.0.1", "user_agent": "gemcast-local", "user_record": dict(user_record),
-        })
 
 
 # -- Vertex AI custom jobs, locally --------------------------------------------------------------
@@ -312,8 +362,9 @@ class ServingProcess(StandInServer):
         return {"VERTEX_API_ENDPOINT": self.url}
 
 
-def function_env(*, emulators: Mapping[str, str], certs_url: str, vertex_api_endpoint: str,
-                 bucket: str = BUCKET, project: str = PROJECT, **overrides: str) -> dict[str, str]:
+def function_env(*, emulators: Mapping[str, str], vertex_api_endpoint: str, bucket: str = BUCKET,
+                 project: str = PROJECT, identity_project: str = IDENTITY_PROJECT,
+                 **overrides: str) -> dict[str, str]:
     """The environment of every function: what gcp/env/<stage>.yaml gives in the cloud."""
     env = {
         **emulators,
@@ -322,6 +373,7 @@ def function_env(*, emulators: Mapping[str, str], certs_url: str, vertex_api_end
         "GCP_REGION": REGION,
         "DATA_BUCKET": bucket,
         "REGISTRY_URI": f"gs://{bucket}/models",
+        "PREDICTION_LOG_URI": f"gs://{bucket}/logs",
         "FIRESTORE_PREDICTIONS_COLLECTION": "predictions",
         "FIRESTORE_INVENTORY_COLLECTION": "inventory",
         "FIRESTORE_SNAPSHOTS_COLLECTION": "snapshots",
@@ -330,8 +382,9 @@ def function_env(*, emulators: Mapping[str, str], certs_url: str, vertex_api_end
         "ENDPOINT_TIMEOUT_S": "5",
         "TRAINING_IMAGE_URI": "gemcast-training:local",
         "TRAINING_SERVICE_ACCOUNT": f"gemcast-training@{project}.iam.gserviceaccount.com",
-        "IDENTITY_AUDIENCE": project,
-        "IDENTITY_CERTS_URL": certs_url,
+        # Identity Platform's project: the audience and issuer of its ID tokens (locally the
+        # emulator's demo project; in the cloud the same project as the rest).
+        "IDENTITY_AUDIENCE": identity_project,
         "ALLOWED_EMAIL_DOMAINS": "example.com",
         "DEFAULT_TIER": "standard",
         "PYTHONUNBUFFERED": "1",
@@ -361,105 +414,179 @@ def storage_event(bucket: str, name: str, size: int, template: Path | None = Non
 
 
 # -- the whole stack -----------------------------------------------------------------------------
+def webapp_env(api_url: str, identity: FirebaseAuthEmulator) -> dict[str, str]:
+    """The web page's environment on the GCP half: what app.yaml's env.yaml gives on App Engine,
+    with the Firebase Auth emulator standing in for Identity Platform."""
+    return {
+        "API_URL": api_url,
+        "AUTH_PROVIDER": "identity_platform",
+        "IDENTITY_API_KEY": LOCAL_API_KEY,
+        **identity.env(),
+        "SECRET_KEY": secrets.token_hex(32),
+        "TRUST_PROXY": "false",  # no proxy in front locally
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
 @dataclass
 class GcpStack:
-    """``gemcast-local up --cloud gcp``: start everything, run the data flow, print a curl line, wait."""
+    """``gemcast-local up --cloud gcp``: start everything, run the data flow, print curl lines, wait."""
 
     data: Path = REPO / "data" / "diamonds.csv"
     workdir: Path = REPO / ".gemcast" / "gcp"
     kind: str = "gbm"
     train_budget_s: float = 30.0
     trials: int = 2
+    demo_email: str = DEMO_EMAIL
+    demo_password: str = "Gemcast-Demo-2024"
     group: ServerGroup = field(default_factory=ServerGroup)
     functions: dict[str, FunctionServer] = field(default_factory=dict)
 
     def say(self, text: str) -> None:
         print(f"[gemcast gcp] {text}", flush=True)
 
+    identity: FirebaseAuthEmulator | None = None
+    webapp: StandInServer | None = None
+    jobs: LocalVertexJobs | None = None
+    _servers: dict[str, StandInServer] = field(default_factory=dict)
+
     def run(self) -> int:
+        """Start, print the banner, wait for Ctrl-C, stop: ``make demo-gcp``."""
         stop_on_interrupt()
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        identity = LocalIdentity()
-        jobs: LocalVertexJobs | None = None
         try:
-            identity.start()
-            self.say("starting the Firestore and Cloud Storage emulators")
-            gcs, firestore = self.group.start(GcsEmulator(project=PROJECT),
-                                              FirestoreEmulator(project=PROJECT))
-            emulators = self.group.env()
-            os.environ.update(emulators)
-            from google.cloud import storage  # type: ignore[attr-defined]
-
-            bucket = storage.Client(project=PROJECT).create_bucket(BUCKET)
-            # The job runs the CustomJob's args; a laptop adds a smaller search than the cloud's.
-            laptop = ["--kind", self.kind, "--budget", str(self.train_budget_s), "--trials", str(self.trials)]
-            runner = LocalVertexJobs(env=emulators, extra_args=laptop, log_dir=self.workdir)
-            jobs = runner
-            runner.start()
-            serve_port = free_port()
-            self.say("starting the six Cloud Functions under functions-framework")
-            for target in ENTRY_POINTS:
-                # trigger_training's Vertex AI is the jobs stand-in; predict's is the serving process.
-                vertex = runner.url if target == "trigger_training" else f"http://{HOST}:{serve_port}"
-                env = function_env(emulators=emulators, certs_url=identity.certs_url,
-                                   vertex_api_endpoint=vertex)
-                self.functions[target] = FunctionServer(target, env=env,
-                                                        log_path=self.workdir / f"{target}.log")
-            self.group.start(*self.functions.values())
-
-            blob_name = f"raw/{self.data.name}"
-            self.say(f"uploading {self.data} to gs://{BUCKET}/{blob_name}")
-            bucket.blob(blob_name).upload_from_filename(str(self.data), content_type="text/csv")
-            self.say("ingest_upload <- object finalized CloudEvent")
-            post_cloud_event(self.functions["ingest_upload"].url,
-                             storage_event(BUCKET, blob_name, self.data.stat().st_size))
-            self.say("trigger_training <- Cloud Scheduler POST; Vertex AI CustomJob runs `train` locally")
-            answer = _post_json(self.functions["trigger_training"].url, {"source": "schedule"})
-            if answer.get("started"):
-                job = runner.jobs[answer["job"]["job_name"]]
-                self.say(f"training: {' '.join(job.args)} (log {job.log_path})")
-                state = runner.wait(job)
-                if state != "JOB_STATE_SUCCEEDED":
-                    self.say(f"training failed ({state}); see {job.log_path}")
-                    return 1
-            else:
-                self.say(f"no training needed: {answer.get('reason')}")
-            self.say("starting the serving process (the Vertex AI endpoint)")
-            self.group.start(ServingProcess(f"gs://{BUCKET}/models", port=serve_port,
-                                            log_path=self.workdir / "serve.log"))
-            token = identity.id_token("demo-user-1", email="demo@example.com", ttl_s=12 * 3600)
-            self._print_summary(token, gcs, firestore, identity)
+            if not self.start():
+                return 1
+            print(self.banner(), flush=True)
             while True:
                 time.sleep(3600)
         except KeyboardInterrupt:
             self.say("stopping")
             return 0
         finally:
-            self.group.stop()
-            if jobs is not None:
-                jobs.stop()
-            identity.stop()
+            self.stop()
 
-    def _print_summary(self, token: str, gcs: StandInServer, firestore: StandInServer,
-                       identity: LocalIdentity) -> None:
-        stone = '{"carat":0.7,"cut":"Ideal","color":"E","clarity":"VS1","depth":61.5,"table":55,' \
-                '"x":5.7,"y":5.72,"z":3.52}'
-        predict, similar = self.functions["predict"].url, self.functions["similar"].url
-        print(f"""
+    def start(self) -> bool:
+        """Everything up and the data flow run: False when training failed (see its log)."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.say("starting the Firestore, Cloud Storage and Firebase Auth emulators")
+        # An Auth emulator given to the stack (a test session's) is used, and left running.
+        given = self.identity
+        gcs, firestore, *started = self.group.start(
+            GcsEmulator(project=PROJECT), FirestoreEmulator(project=PROJECT),
+            *([] if given else [FirebaseAuthEmulator(log_path=self.workdir / "firebase-auth.log")]))
+        identity = given or started[0]
+        assert isinstance(identity, FirebaseAuthEmulator)
+        self.identity = identity
+        self._servers.update(gcs=gcs, firestore=firestore)
+        emulators = {**self.group.env(), **identity.env()}
+        os.environ.update(emulators)
+        from google.cloud import storage  # type: ignore[attr-defined]
+
+        bucket = storage.Client(project=PROJECT).create_bucket(BUCKET)
+        # The job runs the CustomJob's args; a laptop adds a smaller search than the cloud's.
+        laptop = ["--kind", self.kind, "--budget", str(self.train_budget_s), "--trials", str(self.trials)]
+        runner = LocalVertexJobs(env=emulators, extra_args=laptop, log_dir=self.workdir)
+        self.jobs = runner
+        runner.start()
+        serve_port = free_port()
+        self.say(f"starting the {len(ENTRY_POINTS)} Cloud Functions under functions-framework")
+        for target in ENTRY_POINTS:
+            # trigger_training's Vertex AI is the jobs stand-in; the API's is the serving process.
+            vertex = runner.url if target == "trigger_training" else f"http://{HOST}:{serve_port}"
+            self.functions[target] = FunctionServer(target, env=function_env(
+                emulators=emulators, vertex_api_endpoint=vertex), log_path=self.workdir / f"{target}.log")
+        self.group.start(*self.functions.values())
+        identity.use_blocking_functions(self.functions["before_create"].url, self.functions["before_sign_in"].url)
+
+        blob_name = f"raw/{self.data.name}"
+        self.say(f"uploading {self.data} to gs://{BUCKET}/{blob_name}")
+        bucket.blob(blob_name).upload_from_filename(str(self.data), content_type="text/csv")
+        self.say("ingest_upload <- object finalized CloudEvent")
+        post_cloud_event(self.functions["ingest_upload"].url,
+                         storage_event(BUCKET, blob_name, self.data.stat().st_size))
+        self.say("trigger_training <- Cloud Scheduler POST; Vertex AI CustomJob runs `train` locally")
+        answer = _post_json(self.functions["trigger_training"].url, {"source": "schedule"})
+        if answer.get("started"):
+            job = runner.jobs[answer["job"]["job_name"]]
+            self.say(f"training: {' '.join(job.args)} (log {job.log_path})")
+            state = runner.wait(job)
+            if state != "JOB_STATE_SUCCEEDED":
+                self.say(f"training failed ({state}); see {job.log_path}")
+                return False
+        else:
+            self.say(f"no training needed: {answer.get('reason')}")
+        self.say("starting the serving process (the Vertex AI endpoint) and the web page")
+        self.webapp = WebAppServer(extra_env=webapp_env(self.functions["api"].url, identity),
+                                   log_path=self.workdir / "webapp.log")
+        self.group.start(ServingProcess(f"gs://{BUCKET}/models", port=serve_port,
+                                        log_path=self.workdir / "serve.log"), self.webapp)
+        self.say(f"demo user {self.demo_email}: accounts:signUp (beforeCreate runs)")
+        identity.sign_up(self.demo_email, self.demo_password, exist_ok=True)
+        return True
+
+    def stop(self) -> None:
+        self.group.stop()
+        if self.jobs is not None:
+            self.jobs.stop()
+            self.jobs = None
+
+    def __enter__(self) -> GcpStack:
+        try:
+            started = self.start()
+        except BaseException:
+            self.stop()
+            raise
+        if not started:
+            self.stop()
+            raise GemcastError(f"the GCP stack's training failed; see the logs in {self.workdir}")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def banner(self) -> str:
+        """What the stack prints for its user: addresses, the demo user, a line per route family."""
+        from gemcast.routes import by_operation
+        from gemcast.schema import EXAMPLE_STONE
+
+        identity, webapp = self.identity, self.webapp
+        assert identity is not None and webapp is not None, "the stack is not started"
+        gcs, firestore = self._servers["gcs"], self._servers["firestore"]
+        api = self.functions["api"].url
+        stone = json.dumps(EXAMPLE_STONE, separators=(",", ":"))
+        sign_in = json.dumps({"email": self.demo_email, "password": self.demo_password, "returnSecureToken": True})
+        read_token = "import json,sys; print(json.load(sys.stdin)[\"idToken\"])"
+        token_cmd = (f"curl -s -X POST '{identity.url}/identitytoolkit.googleapis.com/v1/"
+                     f"accounts:signInWithPassword?key={LOCAL_API_KEY}' -H 'Content-Type: application/json' "
+                     f"-d '{sign_in}' | {sys.executable} -c '{read_token}'")
+        json_header = "-H 'Content-Type: application/json'"
+
+        def path(operation: str) -> str:
+            return api + by_operation(operation).path
+
+        return f"""
 gemcast on the GCP stand-ins is up (Ctrl-C stops everything)
-  predict        {predict}
-  similar        {similar}
+  web page       {webapp.url}   sign in as {self.demo_email} / {self.demo_password}
+  API            {api}/v1   (one Cloud Function, every route; OpenAPI: {path("getOpenApi")})
   functions      {", ".join(f"{t} {f.url}" for t, f in self.functions.items())}
   Firestore      {firestore.env()["FIRESTORE_EMULATOR_HOST"]}
   Cloud Storage  {gcs.url}
-  certs          {identity.certs_url}
+  Identity       Firebase Auth emulator {identity.url} (project {identity.project})
   logs           {self.workdir}
-  ID token       user demo-user-1 (demo@example.com), valid 12 hours
 
-curl -s -X POST {predict} -H "Authorization: Bearer {token}" -H "Content-Type: application/json" -d '{stone}'
+Get an ID token (Identity Toolkit accounts:signInWithPassword, as Identity Platform serves it):
+  TOKEN=$({token_cmd})
 
-curl -s "{similar}?carat=0.7&cut=Ideal&color=E&clarity=VS1&n=3" -H "Authorization: Bearer {token}"
-""", flush=True)
+Price a stone:
+  curl -s -X POST {path("createPrediction")} -H "Authorization: Bearer $TOKEN" {json_header} -d '{stone}'
+
+Comparable stones:
+  curl -s -H "Authorization: Bearer $TOKEN" '{path("listSimilarDiamonds")}?carat=0.7&cut=Ideal&color=E&clarity=VS1&n=3'
+
+Your own requests, and every model trained:
+  curl -s -H "Authorization: Bearer $TOKEN" {path("listMyPredictions")}
+  curl -s -H "Authorization: Bearer $TOKEN" {path("listModels")}
+"""
 
 
 def _post_json(url: str, body: Any, timeout_s: float = 120) -> dict[str, Any]:

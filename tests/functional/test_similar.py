@@ -73,7 +73,7 @@ def test_n_nearest_carats_of_the_same_grades_with_two_queries_and_no_scan(
 ) -> None:
     app = load_similar()
     calls: list[str] = []
-    events = app.INVENTORY.table.meta.client.meta.events
+    events = app.DEPS.inventory.table.meta.client.meta.events
     events.register("before-call.dynamodb.Query", lambda **kw: calls.append("Query"))
     events.register("before-call.dynamodb.Scan", lambda **kw: calls.append("Scan"))
     status, body = invoke(app, load_event("similar_five"), lambda_context)

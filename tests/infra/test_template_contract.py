@@ -8,6 +8,8 @@ from typing import Any
 import pytest
 
 from gemcast import config
+from gemcast.routes import ROUTES
+from gemcast_local.gateway import template_disagreements
 from gemcast_local.template import load_template, resources_of_type
 from tests.infra.tools import TEMPLATE
 
@@ -44,16 +46,6 @@ NEEDS = {
     "DriftCheckFunction": {"DATA_BUCKET", "REGISTRY_URI", "PREDICTION_LOG_TABLE", "DRIFT_THRESHOLD"},
 }
 
-ROUTES = {
-    ("post", "/v1/predictions"): "PredictProxyFunction",
-    ("get", "/v1/models/current"): "PredictProxyFunction",
-    ("get", "/v1/models/current/card"): "PredictProxyFunction",
-    ("get", "/v1/predictions/mine"): "PredictProxyFunction",
-    ("get", "/v1/openapi.json"): "PredictProxyFunction",
-    ("get", "/v1/health"): "PredictProxyFunction",
-    ("get", "/v1/diamonds/similar"): "SimilarFunction",
-}
-PUBLIC_ROUTES = {("get", "/v1/openapi.json"), ("get", "/v1/health")}
 
 
 @pytest.fixture(scope="module")
@@ -132,22 +124,32 @@ def test_table_keys(template: dict[str, Any]) -> None:
             assert attribute["AttributeType"] == "S", logical_id
 
 
-def test_api_routes_and_which_are_public(template: dict[str, Any]) -> None:
+def test_api_routes_are_those_of_the_route_table(template: dict[str, Any]) -> None:
+    """template.yaml's Api events: every route of gemcast.routes, on the function the table names,
+    guarded by the Cognito authorizer unless the table says the route is public; no other."""
     api = template["Resources"]["GemcastApi"]["Properties"]
     assert api["Auth"]["DefaultAuthorizer"] == "CognitoAuthorizer"
-    routes: dict[tuple[str, str], str] = {}
-    public = set()
-    for logical_id, props in resources_of_type(template, "AWS::Serverless::Function"):
-        for event in (props.get("Events") or {}).values():
-            if event["Type"] != "Api":
-                continue
-            route = (event["Properties"]["Method"], event["Properties"]["Path"])
-            routes[route] = logical_id
-            assert event["Properties"]["RestApiId"] == {"Ref": "GemcastApi"}
-            if event["Properties"].get("Auth", {}).get("Authorizer") == "NONE":
-                public.add(route)
-    assert routes == ROUTES
-    assert public == PUBLIC_ROUTES
+    for event in (e for _, props in resources_of_type(template, "AWS::Serverless::Function")
+                  for e in (props.get("Events") or {}).values() if e["Type"] == "Api"):
+        assert event["Properties"]["RestApiId"] == {"Ref": "GemcastApi"}
+    assert template_disagreements(template) == []
+    for route in ROUTES:
+        logical_id = next(lid for lid, name in FUNCTIONS.items() if name == route.aws_function)
+        (event,) = [e for e in template["Resources"][logical_id]["Properties"]["Events"].values()
+                    if e["Type"] == "Api" and e["Properties"]["Path"] == route.path]
+        # The gateway checks a body's outline where the table gives the route a request schema.
+        assert bool(event["Properties"].get("RequestModel", {}).get("ValidateBody")) == bool(route.request)
+
+
+def test_a_route_missing_from_the_template_is_named(template: dict[str, Any]) -> None:
+    events = template["Resources"]["PredictProxyFunction"]["Properties"]["Events"]
+    broken = {**template, "Resources": {**template["Resources"], "PredictProxyFunction": {
+        **template["Resources"]["PredictProxyFunction"],
+        "Properties": {**template["Resources"]["PredictProxyFunction"]["Properties"],
+                       "Events": {k: v for k, v in events.items() if v["Properties"].get("Path") != "/v1/models"}}}}}
+
+    (problem,) = template_disagreements(broken)
+    assert problem.startswith("GET /v1/models has no Api event")
 
 
 def test_event_sources(template: dict[str, Any]) -> None:

@@ -1,19 +1,22 @@
 """The API as a client meets it, on AWS and on GCP, from one set of tests.
 
-``api`` is parametrized over ["aws", "gcp"]:
+``api`` is parametrized over ["aws", "gcp"]; ``both`` gives the two side by side:
 
-- aws: functions/predict_proxy/app.py and functions/similar/app.py, called in process with API
-  Gateway events built from the events/ files, against DynamoDB and SQS on moto (tables and queue
-  from template.yaml) and the serving process at the SageMaker runtime path.
-- gcp: the ``predict`` and ``similar`` Cloud Functions under functions-framework over HTTP, with
-  a locally issued Identity Platform token, against the Firestore emulator and the same serving
-  process at the Vertex AI path.
+- aws: the Lambda the route table names for a route (functions/<aws_function>/app.py), called in
+  process with an API Gateway REST proxy event built from events/predict_proxy_one_stone.json,
+  against DynamoDB and SQS on moto (tables and queue from template.yaml) and the serving process
+  at the SageMaker runtime path. A caller who is not signed in has no authorizer claims.
+- gcp: the one ``api`` Cloud Function under functions-framework over HTTP, with an ID token of
+  the Firebase Auth emulator (accounts:signInWithPassword), against the Firestore emulator and
+  the same serving process at the Vertex AI path.
 
-Both answer from the same model and the same stones, so the answers must be the same.
+Both read the same model registry and the same stones, so the answers must be the same, and so
+must the records they write to the prediction log.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -22,39 +25,55 @@ from typing import Any
 
 import boto3
 import pytest
+import requests
 
-from gemcast.gcp import FirestoreInventory
+from gemcast.aws import from_item
+from gemcast.gcp import FirestoreInventory, from_document
 from gemcast.inventory import DynamoInventory
-from gemcast_local.gcp_stack import PROJECT, LocalIdentity, ServingProcess
+from gemcast.routes import find
+from gemcast_local.gcp_stack import ServingProcess
 from gemcast_local.invoke import load_event
 from gemcast_local.provision import provision
 from gemcast_local.runtime import import_handler
 from gemcast_local.template import load_template
-from tests.shared.fixtures import GcpTestEnv
-from tests.shared.stack import call_function, gcp_event
+from tests.shared.fixtures import GcpTestEnv, Identity
+from tests.shared.stack import gcp_event
 
 REPO = Path(__file__).resolve().parents[2]
-AWS_HANDLERS = ("predict_proxy", "similar")
-Answer = tuple[int, dict[str, Any]]
+# The headers a client reads; the rest (Date, Server, Content-Length) belong to the transport.
+CONTRACT_HEADERS = ("content-type", "x-model-version", "retry-after")
+
+
+@dataclass
+class Answer:
+    status: int
+    body: Any
+    headers: dict[str, str]
 
 
 @dataclass
 class Api:
     cloud: str
-    predict: Callable[[str], Answer]
-    similar: Callable[[Mapping[str, str]], Answer]
+    call: Callable[..., Answer]  # call(method, path, *, signed_in=True, body=None, query=None)
+    records: Callable[[], list[dict[str, Any]]]  # the prediction log, oldest first
     load: Callable[[Iterable[Mapping[str, Any]]], int]
 
+    def predict(self, body: str) -> tuple[int, dict[str, Any]]:
+        answer = self.call("POST", "/v1/predictions", body=body)
+        return answer.status, answer.body
 
-def _missing_aws_handlers() -> list[str]:
-    return [name for name in AWS_HANDLERS if not (REPO / "functions" / name / "app.py").is_file()]
+    def similar(self, query: Mapping[str, str]) -> tuple[int, dict[str, Any]]:
+        answer = self.call("GET", "/v1/diamonds/similar", query=query)
+        return answer.status, answer.body
+
+
+def _contract_headers(headers: Mapping[str, Any]) -> dict[str, str]:
+    lowered = {str(k).lower(): str(v) for k, v in headers.items()}
+    return {name: lowered[name] for name in CONTRACT_HEADERS if name in lowered}
 
 
 def aws_api(monkeypatch: pytest.MonkeyPatch, serving: ServingProcess, model_registry: str,
             lambda_context: Any) -> Api:
-    missing = _missing_aws_handlers()
-    if missing:
-        pytest.skip(f"the AWS handlers {', '.join(missing)} are not written yet")
     template = load_template(REPO / "template.yaml")
     dynamodb = boto3.resource("dynamodb")
     values = provision(template, boto3.client)  # the template's resources, as the local stack has them
@@ -66,48 +85,65 @@ def aws_api(monkeypatch: pytest.MonkeyPatch, serving: ServingProcess, model_regi
         "POWERTOOLS_TRACE_DISABLED": "true",
     }.items():
         monkeypatch.setenv(name, value)
-    predict_app, similar_app = (import_handler(name, {}) for name in AWS_HANDLERS)
+    handlers: dict[str, Any] = {}
+    base = load_event("predict_proxy_one_stone.json")
+    counter = iter(range(1, 1_000_000))
 
-    def answer(response: Mapping[str, Any]) -> Answer:
-        return int(response["statusCode"]), json.loads(response["body"])
+    def call(method: str, path: str, *, signed_in: bool = True, body: str | None = None,
+             query: Mapping[str, str] | None = None) -> Answer:
+        route, _ = find(method, path)
+        assert route is not None, f"{method} {path} is not in the route table"
+        if route.aws_function not in handlers:
+            handlers[route.aws_function] = import_handler(route.aws_function, {})
+        event = copy.deepcopy(base)
+        event.update(resource=route.path, path=route.path, httpMethod=route.method, body=body,
+                     queryStringParameters=dict(query) if query else None,
+                     multiValueQueryStringParameters={k: [v] for k, v in query.items()} if query else None)
+        context = event["requestContext"]
+        context.update(resourcePath=route.path, httpMethod=route.method,
+                       requestId=f"parity-{next(counter):06d}")
+        if not signed_in:
+            context["authorizer"] = {}
+            event["headers"].pop("Authorization", None)
+            event["multiValueHeaders"].pop("Authorization", None)
+        response = handlers[route.aws_function].lambda_handler(event, lambda_context)
+        headers = {**{k: v[0] for k, v in (response.get("multiValueHeaders") or {}).items()},
+                   **(response.get("headers") or {})}
+        return Answer(int(response["statusCode"]), json.loads(response["body"]), _contract_headers(headers))
 
-    def predict(body: str) -> Answer:
-        event = load_event("predict_proxy_one_stone.json")
-        event["body"] = body
-        return answer(predict_app.lambda_handler(event, lambda_context))
-
-    def similar(query: Mapping[str, str]) -> Answer:
-        event = load_event("similar_five.json")
-        event["queryStringParameters"] = dict(query)
-        event["multiValueQueryStringParameters"] = {k: [v] for k, v in query.items()}
-        return answer(similar_app.lambda_handler(event, lambda_context))
+    def records() -> list[dict[str, Any]]:
+        items = dynamodb.Table(values["PredictionLogTable"]).scan()["Items"]
+        return sorted((from_item(item) for item in items), key=lambda r: str(r["request_id"]))
 
     inventory = DynamoInventory(values["InventoryTable"], resource=dynamodb)
-    return Api("aws", predict, similar, inventory.put_stones)
+    return Api("aws", call, records, inventory.put_stones)
 
 
-def gcp_api(env: GcpTestEnv, identity: LocalIdentity) -> Api:
-    token = identity.id_token("parity-user", email="parity@example.com")
+def gcp_api(env: GcpTestEnv, identity: Identity) -> Api:
+    token = identity.id_token()
 
-    def answer(response: Any) -> Answer:
-        return int(response.status_code), dict(response.json())
+    def call(method: str, path: str, *, signed_in: bool = True, body: str | None = None,
+             query: Mapping[str, str] | None = None) -> Answer:
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        if signed_in:
+            headers["Authorization"] = f"Bearer {token}"
+        response = requests.request(method, env.url("api") + path, headers=headers, params=query,
+                                    data=body.encode() if body is not None else None, timeout=60)
+        return Answer(response.status_code, response.json(), _contract_headers(response.headers))
 
-    def predict(body: str) -> Answer:
-        return answer(call_function(env.url("predict"), "predict_one_stone", token, body=body))
+    def records() -> list[dict[str, Any]]:
+        docs = [from_document(snap.to_dict()) for snap in env.firestore.collection("predictions").stream()]
+        return sorted(docs, key=lambda r: str(r["created_at"]))
 
-    def similar(query: Mapping[str, str]) -> Answer:
-        return answer(call_function(env.url("similar"), "similar_ok", token, query=dict(query)))
-
-    return Api("gcp", predict, similar, FirestoreInventory(env.firestore, "inventory").put_stones)
+    return Api("gcp", call, records, FirestoreInventory(env.firestore, "inventory").put_stones)
 
 
 @pytest.fixture(params=["aws", "gcp"])
 def api(request: pytest.FixtureRequest) -> Api:
+    request.getfixturevalue("aws_env")  # boto3 in this process must never reach a real account
     if request.param == "aws":
-        request.getfixturevalue("aws_env")
         return aws_api(request.getfixturevalue("monkeypatch"), request.getfixturevalue("serving"),
                        request.getfixturevalue("model_registry"), request.getfixturevalue("lambda_context"))
-    request.getfixturevalue("aws_env")  # boto3 in this process must never reach a real account
     return gcp_api(request.getfixturevalue("gcp"), request.getfixturevalue("identity"))
 
 
@@ -128,4 +164,4 @@ def query_of(fixture: str) -> dict[str, str]:
     return dict(gcp_event(fixture)["query"])
 
 
-__all__ = ["PROJECT", "Api", "body_of", "query_of"]
+__all__ = ["Answer", "Api", "body_of", "query_of"]

@@ -1,6 +1,6 @@
 """Test support shared by tests/functional/gcp and tests/shared: a small model in a registry,
-the serving process, the six Cloud Functions under functions-framework, and requests built from
-the events/gcp/ fixtures.
+the serving process, the Cloud Functions under functions-framework (on the Firestore, Cloud
+Storage and Firebase Auth emulators), and requests built from the events/gcp/ fixtures.
 
 The model is built by hand (one tree on carat and clarity), not trained: the API's behaviour
 does not depend on its quality, and training would cost minutes on two busy cores.
@@ -22,8 +22,8 @@ from gemcast.registry import ModelPackage, Registry
 from gemcast.schema import FEATURES
 from gemcast_local.gcp_stack import (
     ENTRY_POINTS,
+    FirebaseAuthEmulator,
     FunctionServer,
-    LocalIdentity,
     LocalVertexJobs,
     ServingProcess,
     function_env,
@@ -59,9 +59,15 @@ def tiny_model_bytes() -> bytes:
 def publish_tiny_model(registry_uri: str) -> str:
     registry = Registry(registry_uri)
     registry.publish(ModelPackage(
-        files={"model.npz": tiny_model_bytes()},
+        files={"model.npz": tiny_model_bytes(),
+               "model_card.md": b"# Model card\n\nOne tree on carat and clarity, for tests.\n",
+               "pred_vs_actual.svg": b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>'},
         manifest={"version": MODEL_VERSION, "created": "2024-05-01T10:00:00Z",
-                  "data": {"snapshot_id": SNAPSHOT_ID}, "metrics": {"holdout": {"mae": 500.0}},
+                  "data": {"snapshot_id": SNAPSHOT_ID, "rows": 100, "accepted": 99, "rejected": 1,
+                           "train_rows": 80, "holdout_rows": 19},
+                  "metrics": {"holdout": {"mae": 500.0, "mape": 12.5}},
+                  "gate": {"promote": True, "metric": "mae", "candidate": 500.0, "champion": None,
+                           "margin": 0.0, "reason": "no champion yet"},
                   "model": {"kind": KIND_TREES}},
     ))
     registry.promote(MODEL_VERSION, reason="test fixture")
@@ -92,28 +98,32 @@ def call_function(url: str, fixture: str | Mapping[str, Any], token: str | None 
 
 
 class GcpFunctions:
-    """The six entry points as processes, on the emulators, the local issuer and the serving process."""
+    """The entry points as processes, on the emulators and the serving process; the Firebase
+    Auth emulator calls the blocking functions, as Identity Platform does."""
 
-    def __init__(self, firestore: FirestoreEmulator, gcs: GcsEmulator, identity: LocalIdentity,
-                 jobs: LocalVertexJobs, serving: ServingProcess) -> None:
+    def __init__(self, firestore: FirestoreEmulator, gcs: GcsEmulator, identity: FirebaseAuthEmulator,
+                 jobs: LocalVertexJobs, serving: ServingProcess, *, api_registry: str | None = None) -> None:
         self.identity = identity
         self.jobs = jobs
         self.serving = serving
-        env = {**firestore.env(), **gcs.env()}
+        env = {**firestore.env(), **gcs.env(), **identity.env()}
         self.env = env
         self._group = ServerGroup()
         self.servers: dict[str, FunctionServer] = {}
         for target in ENTRY_POINTS:
             endpoint = jobs.url if target == "trigger_training" else serving.url
+            # The API reads the model the serving process serves (and the AWS side's registry).
+            overrides = {"REGISTRY_URI": api_registry} if target == "api" and api_registry else {}
             self.servers[target] = FunctionServer(
-                target, env=function_env(emulators=env, certs_url=identity.certs_url,
-                                         vertex_api_endpoint=endpoint))
+                target, env=function_env(emulators=env, vertex_api_endpoint=endpoint,
+                                         identity_project=identity.project, **overrides))
 
     def url(self, target: str) -> str:
         return self.servers[target].url
 
     def start(self) -> GcpFunctions:
         self._group.start(*self.servers.values())
+        self.identity.use_blocking_functions(self.url("before_create"), self.url("before_sign_in"))
         return self
 
     def stop(self) -> None:

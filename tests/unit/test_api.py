@@ -12,10 +12,11 @@ import pytest
 
 from gemcast.api import handle_predictions
 from gemcast.errors import EndpointError, NotFoundError
+from gemcast.metrics import record_request
+from gemcast.models_info import current_model
 from gemcast.openapi import document, stone_schema
 from gemcast.predict import MAX_BATCH
 from gemcast.registry import ModelPackage, Registry
-from gemcast.routes import current_model, record_request
 from gemcast.schema import CATEGORIES, EXAMPLE_STONE, EXCLUSIVE_LOW, FEATURES, RANGES, check_stone
 
 STONE = EXAMPLE_STONE
@@ -215,6 +216,74 @@ def test_current_model_reports_version_metrics_and_training_data(tmp_path: Any) 
         info["trained_on"]["snapshot_id"] == "snap-1" and info["trained_on"]["date"] == "2026-01-01T00:00:00Z"
     )
     assert info["trained_on"]["rows"] == 5000 and info["kind"] == "gbm"
+
+
+def test_model_history_is_newest_first_with_metrics_data_gate_and_the_champion(tmp_path: Any) -> None:
+    from gemcast.models_info import model_history
+
+    registry = Registry((tmp_path / "models").as_uri())
+    for version, mae, promote in (("20260101T000000Z-aaa111", 300.0, True), ("20260201T000000Z-bbb222", 320.0, False)):
+        registry.publish(ModelPackage({"model.npz": b"x"}, {
+            "version": version, "created": version[:8], "data": {"snapshot_id": f"snap-{mae:g}", "accepted": 4983},
+            "metrics": {"holdout": {"mae": mae, "mape": mae / 40}}, "model": {"kind": "gbm"},
+            "gate": {"promote": promote, "metric": "mae", "reason": f"gate said {promote}"}}))
+    registry.promote("20260101T000000Z-aaa111", reason="first")
+
+    history = model_history(registry)
+
+    assert history["champion"] == "20260101T000000Z-aaa111" and history["count"] == 2
+    newest, oldest = history["models"]
+    assert newest["version"] == "20260201T000000Z-bbb222" and not newest["champion"]
+    assert newest["gate"] == {"promote": False, "metric": "mae", "reason": "gate said False"}
+    assert oldest["champion"] and oldest["metrics"]["mape"] == 7.5
+    assert oldest["trained_on"]["snapshot_id"] == "snap-300" and oldest["trained_on"]["accepted"] == 4983
+    assert oldest["last_promoted_at"]
+
+
+# ----------------------------------------------------------------------------- respond: every route
+def test_a_route_that_needs_a_caller_refuses_an_anonymous_one_before_anything_runs() -> None:
+    from gemcast.api import ApiRequest, StaticDeps, respond
+    from gemcast.routes import by_operation
+
+    endpoint, log = FakeEndpoint(), ListLog()
+    answer = respond(by_operation("createPrediction"), ApiRequest("POST", "/v1/predictions", body=json.dumps(STONE)),
+                     StaticDeps(endpoint=endpoint, log=log))
+
+    assert (answer.status, answer.body) == (401, {"message": "Unauthorized"})
+    assert endpoint.calls == [] and log.records == []
+
+
+def test_respond_turns_errors_into_answers_and_logs_the_logged_routes() -> None:
+    from gemcast.api import ApiRequest, StaticDeps, respond
+    from gemcast.routes import by_operation
+
+    log = ListLog()
+    down = StaticDeps(endpoint=FakeEndpoint(EndpointError("refused", status=503)), log=log)
+    priced = ApiRequest("POST", "/v1/predictions", body=json.dumps(STONE), caller="u-1", request_id="r-1")
+    answer = respond(by_operation("createPrediction"), priced, down)
+    bad_query = respond(by_operation("listSimilarDiamonds"),
+                        ApiRequest("GET", "/v1/diamonds/similar", query={"carat": "x"}, caller="u-1", request_id="r-2"),
+                        StaticDeps(inventory=None, log=log))
+
+    assert answer.status == 503 and answer.all_headers()["Retry-After"] == "5"
+    assert answer.body == {"error": {"message": "the model endpoint is unavailable; try again shortly"},
+                           "request_id": "r-1"}
+    assert bad_query.status == 400 and set(bad_query.body["error"]["fields"]) >= {"carat", "cut"}
+    assert [(r["route"], r["status"], r["request_id"]) for r in log.records] == [
+        ("POST /v1/predictions", 503, "r-1"), ("GET /v1/diamonds/similar", 400, "r-2")]
+    assert log.records[1]["request"] == {"query": {"carat": "x"}}
+
+
+def test_the_document_has_one_operation_per_route_of_the_table() -> None:
+    from gemcast.routes import ROUTES
+
+    paths = document()["paths"]
+    operations = {(method.upper(), path): op for path, ops in paths.items() for method, op in ops.items()}
+    assert set(operations) == {(r.method, r.path) for r in ROUTES}
+    for route in ROUTES:
+        op = operations[(route.method, route.path)]
+        assert op["operationId"] == route.operation_id and bool(op["security"]) == route.auth
+        assert {int(s) for s in op["responses"]} == set(route.responses)
 
 
 class RecordingMetrics:

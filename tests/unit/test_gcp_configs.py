@@ -21,7 +21,7 @@ from gemcast.config import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 GCP = REPO / "gcp"
-ENTRY_POINTS = ["ingest_upload", "trigger_training", "predict", "similar", "before_create", "before_sign_in",
+ENTRY_POINTS = ["ingest_upload", "trigger_training", "api", "before_create", "before_sign_in",
                 "check_drift", "retrain_on_drift", "roll_champion"]
 STAGES = ["dev", "prod"]
 ENV_NAMES = {v for k, v in vars(config).items() if k.isupper() and isinstance(v, str)}
@@ -90,6 +90,8 @@ def test_env_file_uses_only_config_names_and_valid_values(stage: str) -> None:
     assert settings.registry_uri.startswith(f"gs://{settings.data_bucket}/")
     # A user-chosen Vertex endpoint id that starts with a digit: at most 9 digits, no leading 0.
     assert re.fullmatch(r"[1-9][0-9]{0,8}", settings.vertex_endpoint_id)
+    # Unsigned tokens are accepted only where the Auth emulator stands in: never in a deployed stage.
+    assert not settings.firebase_auth_emulator_host and not settings.identity_certs_url.startswith("http://")
 
 
 def test_stages_use_distinct_projects_buckets_and_endpoints() -> None:
@@ -178,6 +180,32 @@ def test_dry_run_deploys_every_entry_point_as_a_gen2_python312_function(
     assert _flag(deploys["trigger_training"], "ingress-settings") == ["internal-only"]
 
 
+def test_the_api_is_one_public_https_function_serving_the_route_table(
+    dry_run: subprocess.CompletedProcess[str],
+) -> None:
+    """The GCP deploy configuration against gemcast.routes: every route is answered by the one
+    ``api`` entry (main.py routes by the table), deployed public over HTTPS, and the web page is
+    pointed at it."""
+    import ast
+
+    from gemcast.routes import ROUTES
+
+    commands = _commands(dry_run.stdout)
+    blocking = {"before_create", "before_sign_in"}
+    http = [c for c in commands if c[:3] == ["gcloud", "functions", "deploy"] and "--trigger-http" in c
+            and "--allow-unauthenticated" in c and _flag(c, "entry-point")[0] not in blocking]
+    assert [_flag(c, "entry-point")[0] for c in http] == ["api"]
+    assert _flag(http[0], "ingress-settings") == ["all"]
+    main = ast.parse((GCP / "functions" / "main.py").read_text())
+    (api,) = [f for f in main.body if isinstance(f, ast.FunctionDef) and f.name == "api"]
+    assert "gcp.serve_api" in ast.unparse(api)  # routes by the table, not by a list of its own
+    assert ROUTES  # every route of the table, served by that one function
+    env = next(c for c in commands if c[:2] == ["make", "webapp-appengine-env"])
+    assert "API_URL=https://europe-west1-gemcast-dev.cloudfunctions.net/gemcast-dev-api" in env
+    deploy = next(c for c in commands if c[:3] == ["gcloud", "app", "deploy"])
+    assert deploy[3] == ".gemcast/webapp-bundle/app.yaml"
+
+
 def test_dry_run_creates_each_index_of_the_index_file(dry_run: subprocess.CompletedProcess[str]) -> None:
     creates = [
         c
@@ -217,7 +245,7 @@ def test_dry_run_model_scheduler_and_perimeter(dry_run: subprocess.CompletedProc
         "firestore.googleapis.com",
         "aiplatform.googleapis.com",
     }
-    assert any(c[:4] == ["gcloud", "app", "deploy", "webapp/app.yaml"] for c in commands)
+    assert any(c[:4] == ["gcloud", "app", "deploy", ".gemcast/webapp-bundle/app.yaml"] for c in commands)
 
 
 def test_dry_run_grants_no_broad_role(dry_run: subprocess.CompletedProcess[str]) -> None:
@@ -244,7 +272,7 @@ def test_without_credentials_it_prints_instead_of_failing(tmp_path: Path) -> Non
     result = _deploy("prod", "functions", env=env, tmp=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("DRY RUN (gcloud has no credentials")
-    assert sum(1 for c in _commands(result.stdout) if c[:3] == ["gcloud", "functions", "deploy"]) == 6
+    assert sum(1 for c in _commands(result.stdout) if c[:3] == ["gcloud", "functions", "deploy"]) == 5
 
 
 @needs_bash
@@ -262,13 +290,13 @@ def test_function_source_is_staged_with_the_gemcast_package(tmp_path: Path) -> N
     shutil.copytree(REPO / "layers" / "gemcast" / "gemcast", root / "layers" / "gemcast" / "gemcast")
     (root / "layers" / "gemcast" / "gemcast" / "__pycache__").mkdir(exist_ok=True)
     (root / "gcp" / "functions").mkdir()
-    (root / "gcp" / "functions" / "main.py").write_text("def predict(request):\n    return 'ok'\n")
+    (root / "gcp" / "functions" / "main.py").write_text("def api(request):\n    return 'ok'\n")
 
     result = _deploy("dev", "functions", env={"DRY_RUN": "1"}, cwd=root, tmp=tmp_path)
 
     assert result.returncode == 0, result.stderr
-    staged = tmp_path / "build" / "dev" / "predict"
-    assert (staged / "main.py").read_text().startswith("def predict")
+    staged = tmp_path / "build" / "dev" / "api"
+    assert (staged / "main.py").read_text().startswith("def api")
     assert (staged / "gemcast" / "config.py").is_file()
     assert (staged / "requirements.txt").read_text() == (GCP / "requirements.txt").read_text()
     assert not list(staged.rglob("__pycache__"))

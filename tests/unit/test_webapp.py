@@ -23,7 +23,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "webapp"))
 
 from gemcast_web import create_app  # noqa: E402
-from gemcast_web.auth import CognitoAuth, SignInError, Tokens, tokens_from  # noqa: E402
+from gemcast_web.auth import CognitoAuth, SignInError, Tokens, WrongPasswordError, tokens_from  # noqa: E402
 from gemcast_web.markdown import render  # noqa: E402
 from gemcast_web.settings import WebConfigError, WebSettings  # noqa: E402
 from gemcast_web.stones import DEFAULTS  # noqa: E402
@@ -182,6 +182,17 @@ class StubApi:
                 "metrics": {"holdout": {"mae": 270.1, "mape": 7.41, "rmse": 540.2, "r2": 0.9811, "n": 10788}},
                 "data": {"snapshot_id": "snap-1", "train_rows": 43152},
             }
+        if (method, path) == ("GET", "/v1/models"):
+            return 200, {"count": 2, "champion": "20240101T000000Z-abc123", "models": [
+                {"version": "20240201T000000Z-def456", "created": "2024-02-01T00:00:00Z", "kind": "gbm",
+                 "metrics": {"mae": 281.5, "mape": 7.9}, "champion": False,
+                 "trained_on": {"snapshot_id": "snap-2", "accepted": 5100, "train_rows": 4080, "holdout_rows": 1020},
+                 "gate": {"promote": False, "metric": "mae", "reason": "mae 281.5 does not beat the champion's 270.1"}},
+                {"version": "20240101T000000Z-abc123", "created": "2024-01-01T00:00:00Z", "kind": "gbm",
+                 "metrics": {"mae": 270.1, "mape": 7.41}, "champion": True,
+                 "trained_on": {"snapshot_id": "snap-1", "accepted": 4983, "train_rows": 3986, "holdout_rows": 997},
+                 "gate": {"promote": True, "metric": "mae", "reason": "no champion yet"}},
+            ]}
         if (method, path) == ("GET", "/v1/models/current/card") and self.card:
             return 200, {
                 "version": "20240101T000000Z-abc123",
@@ -213,7 +224,7 @@ class FakeAuth:
 
     def sign_in(self, email: str, password: str) -> Tokens:
         if self.users.get(email, ("",))[0] != password:
-            raise SignInError("Incorrect email or password.")
+            raise WrongPasswordError()
         sub = self.users[email][1]
         return tokens_from(fake_token(sub, email), f"refresh-{sub}")
 
@@ -340,9 +351,99 @@ def test_cookie_is_secure_behind_https(app):
     assert "Secure" in response.headers["Set-Cookie"]
 
 
-def test_next_never_leads_off_the_site(app):
-    response = sign_in(app.test_client(), next="//evil.example/x")
-    assert response.headers["Location"] == "/price"
+@pytest.mark.parametrize(
+    "target",
+    [
+        "//evil.example/x",
+        "/\t/evil.example",  # browsers drop tabs and newlines anywhere: "//evil.example"
+        "/\n/evil.example",
+        "/\r\n/evil.example",
+        " //evil.example",  # and strip leading spaces and control characters
+        "\x00//evil.example",
+        "\x1f/evil.example",
+        "/\\evil.example",  # and read a backslash as a slash
+        "\\\\evil.example",
+        "/\\/evil.example",
+        "https://evil.example/",
+        "HTTPS:evil.example",
+        "javascript:alert(1)",
+        "data:text/html,hi",
+        "evil.example",
+        "///evil.example",
+    ],
+)
+def test_next_never_leads_off_the_site(app, target):
+    client = app.test_client()
+    response = sign_in(client, next=target)
+    assert response.status_code == 302 and response.headers["Location"] == "/price"
+    # Signed in already, the sign-in page redirects to next at once: the same check holds.
+    assert client.get("/signin", query_string={"next": target}).headers["Location"] == "/price"
+
+
+@pytest.mark.parametrize("target", ["/requests", "/price?carat=1.2", "/model#card", "/%2F%2Fevil.example"])
+def test_next_keeps_a_path_of_this_site(app, target):
+    assert sign_in(app.test_client(), next=target).headers["Location"] == target
+
+
+def test_no_number_of_new_sessions_signs_anyone_out(app):
+    ada = app.test_client()
+    sign_in(ada)
+    sessions = app.extensions["gemcast_web"].sessions
+    for _ in range(2_000):  # visitors who never sign in cost the server nothing
+        assert app.test_client().get("/signin").status_code == 200
+    assert len(sessions) == 1
+    bob = app.test_client()
+    for _ in range(sessions.max_per_user + 3):  # one account signing in again and again
+        sign_in(app.test_client(), email="bob@example.com", password="pw-bob-1")
+    sign_in(bob, email="bob@example.com", password="pw-bob-1")
+    assert len(sessions) == 1 + sessions.max_per_user  # only bob's oldest were dropped
+    assert ada.get("/price").status_code == 200 and bob.get("/price").status_code == 200
+
+
+def test_an_anonymous_session_cookie_cannot_be_forged(app):
+    client = app.test_client()
+    client.set_cookie("gemcast_session", "eyJhIjoieCIsImYiOltdfQ.forged.sig")
+    page = client.get("/signin")
+    assert page.status_code == 200
+    assert client.post("/signin", data={"csrf_token": "x", "email": "a", "password": "b"}).status_code == 400
+
+
+def test_wrong_passwords_are_throttled_per_account_with_a_clear_message(app):
+    client = app.test_client()
+    for _ in range(5):
+        assert sign_in(client, password="nope").status_code == 401
+    refused = sign_in(client)  # even the right password waits out the window
+    assert refused.status_code == 429 and int(refused.headers["Retry-After"]) > 0
+    assert "Too many wrong passwords for this account. Wait 15 minutes" in refused.get_data(as_text=True)
+    assert sign_in(app.test_client(), email="bob@example.com", password="pw-bob-1").status_code == 302
+    throttle = app.extensions["gemcast_web"].throttle
+    later = time.monotonic() + 15 * 60 + 1
+    throttle.clock = lambda: later
+    assert sign_in(client).status_code == 302
+
+
+def test_the_right_password_clears_the_accounts_count(app):
+    client = app.test_client()
+    for _ in range(4):
+        sign_in(client, password="nope")
+    assert sign_in(client).status_code == 302
+    other = app.test_client()
+    for _ in range(4):
+        assert sign_in(other, password="nope").status_code == 401
+
+
+def test_wrong_passwords_are_throttled_per_address(app):
+    def attempt(email: str, address: str) -> Any:
+        client = app.test_client()
+        page = client.get("/signin", environ_base={"REMOTE_ADDR": address}).get_data(as_text=True)
+        return client.post("/signin", environ_base={"REMOTE_ADDR": address},
+                           data={"csrf_token": csrf_of(page), "email": email, "password": "nope"})
+
+    for n in range(20):
+        assert attempt(f"guess{n}@example.com", "203.0.113.7").status_code == 401
+    refused = attempt("ada@example.com", "203.0.113.7")
+    assert refused.status_code == 429 and "your network address" in refused.get_data(as_text=True)
+    assert attempt("ada@example.com", "198.51.100.1").status_code == 401  # another address is not held
 
 
 def test_sign_out_ends_the_session_even_with_the_old_cookie(app, auth):
@@ -489,10 +590,35 @@ def test_model_page_without_a_card_route_still_shows_the_model(app, stub):
     assert "20240101T000000Z-abc123" in html and "does not publish this model" in html
 
 
+def test_models_page_lists_every_version_and_plots_mae_and_mape_with_the_champion_marked(app):
+    client = app.test_client()
+    sign_in(client)
+    html = client.get("/models").get_data(as_text=True)
+    table = html[html.index('id="model-history"'):]
+    assert table.index("20240201T000000Z-def456") < table.index("20240101T000000Z-abc123")  # newest first
+    assert "$282" in table and "7.90 %" in table and "4,983 / 3,986 / 997" in table
+    assert "does not beat the champion" in table and 'class="champion"' in table
+    plot = html[html.index("<svg"):html.index("</svg>")]
+    assert plot.count("<rect") == 4  # MAE and MAPE, two versions each
+    assert "$270 ★" in plot and "7.41 % ★" in plot and "$282 ★" not in plot
+    assert plot.index("abc123") < plot.index("def456")  # a history reads oldest to newest
+
+
+def test_identity_platform_sign_in_goes_to_the_emulator_when_one_is_set():
+    from gemcast_web.auth import IdentityPlatformAuth
+
+    cloud = IdentityPlatformAuth("key")
+    local = IdentityPlatformAuth("key", emulator_host="127.0.0.1:9099")
+
+    assert cloud.sign_in_url == "https://identitytoolkit.googleapis.com/v1/accounts:signInWithPassword"
+    assert local.sign_in_url == "http://127.0.0.1:9099/identitytoolkit.googleapis.com/v1/accounts:signInWithPassword"
+    assert local.refresh_url == "http://127.0.0.1:9099/securetoken.googleapis.com/v1/token"
+
+
 def test_pages_load_nothing_from_other_sites_and_forbid_scripts(app):
     client = app.test_client()
     sign_in(client)
-    for path in ("/signin", "/price", "/requests", "/model"):
+    for path in ("/signin", "/price", "/requests", "/model", "/models"):
         response = client.get(path)
         html = response.get_data(as_text=True)
         for url in re.findall(r'(?:src|href)="([^"]+)"', html):
@@ -550,3 +676,14 @@ def test_cognito_sign_in_gives_the_users_id_token_and_hides_who_exists(monkeypat
         for email, password in (("ada@example.com", "wrong"), ("nobody@example.com", "Secret-pass-1")):
             with pytest.raises(SignInError, match="^Incorrect email or password.$"):
                 cognito.sign_in(email, password)
+
+
+def test_a_signed_in_session_lasts_while_it_is_used_and_ends_when_idle(app, monkeypatch):
+    client = app.test_client()
+    sign_in(client)
+    now = time.time()
+    for hours in (1, 2, 3):  # used every hour for three hours, past the 2-hour idle time
+        monkeypatch.setattr(time, "time", lambda hours=hours: now + hours * 3600)
+        assert client.get("/price").status_code == 200
+    monkeypatch.setattr(time, "time", lambda: now + 3 * 3600 + 121 * 60)
+    assert client.get("/price").status_code == 302

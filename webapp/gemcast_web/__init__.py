@@ -14,8 +14,8 @@ from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from gemcast_web.api import GemcastApi
-from gemcast_web.auth import Authenticator, make_authenticator
-from gemcast_web.sessions import MemorySessionStore
+from gemcast_web.auth import Authenticator, SignInThrottle, make_authenticator
+from gemcast_web.sessions import SessionStore
 from gemcast_web.settings import WebSettings
 
 __all__ = ["WebContext", "create_app"]
@@ -26,7 +26,8 @@ class WebContext:
     settings: WebSettings
     auth: Authenticator
     api: GemcastApi
-    sessions: MemorySessionStore
+    sessions: SessionStore
+    throttle: SignInThrottle
 
 
 def create_app(
@@ -34,7 +35,7 @@ def create_app(
     *,
     auth: Authenticator | None = None,
     api: GemcastApi | None = None,
-    sessions: MemorySessionStore | None = None,
+    sessions: SessionStore | None = None,
 ) -> Flask:
     settings = settings or WebSettings.from_env()
     app = Flask(__name__)
@@ -52,7 +53,9 @@ def create_app(
         settings=settings,
         auth=auth or make_authenticator(settings),
         api=api or GemcastApi(settings.api_url, timeout_s=settings.api_timeout_s),
-        sessions=sessions or MemorySessionStore(idle_s=settings.session_idle_minutes * 60),
+        sessions=sessions or SessionStore(settings.secret_key, idle_s=settings.session_idle_minutes * 60),
+        throttle=SignInThrottle(settings.signin_account_failures, settings.signin_address_failures,
+                                settings.signin_window_minutes * 60),
     )
     from gemcast_web.views import bp
 

@@ -1,7 +1,9 @@
 """The gemcast API as the web app sees it: HTTP calls with the signed-in user's ID token.
 
 This is the web app's only way to gemcast: no table, bucket or model is read directly, so the
-page sees exactly what an API client sees, under the same authorizer and the same log.
+page sees exactly what an API client sees, under the same authorizer and the same log. Each
+call names its route by operationId; method and path come from the route table
+(``gemcast.routes``, in the bundle beside gemcast_web/).
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import requests
+
+from gemcast.routes import by_operation
 
 logger = logging.getLogger(__name__)
 
@@ -56,14 +60,15 @@ class GemcastApi:
 
     def _call(
         self,
-        method: str,
-        path: str,
+        operation: str,
         token: str | None,
         *,
         json_body: Any = None,
         params: dict[str, Any] | None = None,
         expect_json: bool = True,
     ) -> ApiAnswer:
+        route = by_operation(operation)
+        method, path = route.method, route.path
         headers = {"Accept": "application/json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -100,21 +105,25 @@ class GemcastApi:
         return ApiAnswer(response.status_code, body)
 
     def health(self) -> ApiAnswer:
-        return self._call("GET", "/v1/health", None)
+        return self._call("getHealth", None)
 
     def predict(self, token: str, stone: dict[str, Any]) -> ApiAnswer:
-        return self._call("POST", "/v1/predictions", token, json_body=stone)
+        return self._call("createPrediction", token, json_body=stone)
 
     def similar(self, token: str, *, carat: Any, cut: str, color: str, clarity: str, n: int) -> ApiAnswer:
         params = {"carat": carat, "cut": cut, "color": color, "clarity": clarity, "n": n}
-        return self._call("GET", "/v1/diamonds/similar", token, params=params)
+        return self._call("listSimilarDiamonds", token, params=params)
 
     def my_predictions(self, token: str, limit: int = 20) -> ApiAnswer:
-        return self._call("GET", "/v1/predictions/mine", token, params={"limit": limit})
+        return self._call("listMyPredictions", token, params={"limit": limit})
 
     def current_model(self, token: str) -> ApiAnswer:
-        return self._call("GET", "/v1/models/current", token)
+        return self._call("getCurrentModel", token)
 
     def model_card(self, token: str) -> ApiAnswer:
-        """``{"version", "markdown", "plot_svg"}``, or 404 while the API lacks the route."""
-        return self._call("GET", "/v1/models/current/card", token)
+        """``{"version", "markdown", "plot_svg"}``."""
+        return self._call("getCurrentModelCard", token)
+
+    def model_history(self, token: str) -> ApiAnswer:
+        """``{"count", "champion", "models": [...]}``, newest first."""
+        return self._call("listModels", token)

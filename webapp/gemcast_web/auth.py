@@ -10,15 +10,27 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import math
+import threading
 import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 logger = logging.getLogger(__name__)
 
 
 class SignInError(Exception):
     """Sign-in or refresh refused; ``str(exc)`` is safe to show the user."""
+
+
+class WrongPasswordError(SignInError):
+    """The email and password do not match an account (the one failure the throttle counts)."""
+
+    def __init__(self) -> None:
+        super().__init__(_WRONG_PASSWORD)
 
 
 @dataclass(frozen=True)
@@ -96,7 +108,7 @@ class CognitoAuth:
             )
         except (errors.NotAuthorizedException, errors.UserNotFoundException) as exc:
             # One message for both, so the page does not tell who has an account.
-            raise SignInError(_WRONG_PASSWORD) from exc
+            raise WrongPasswordError() from exc
         except errors.UserNotConfirmedException as exc:
             raise SignInError("This account is not confirmed yet.") from exc
         except errors.PasswordResetRequiredException as exc:
@@ -145,13 +157,17 @@ class IdentityPlatformAuth:
     """Email and password sign-in with Identity Platform (GCP), through its REST API.
 
     Google offers no Python client for end-user sign-in, so this is plain HTTPS with the
-    project's web API key, as the Identity Platform documentation shows.
+    project's web API key, as the Identity Platform documentation shows. With
+    ``emulator_host`` (FIREBASE_AUTH_EMULATOR_HOST) the same calls go to the Firebase Auth
+    emulator, which serves them at ``http://<host>/<service host>/<path>``, as Google's own
+    client libraries do when that variable is set.
     """
 
     SIGN_IN = "https://identitytoolkit.googleapis.com/v1/accounts:signInWithPassword"
     REFRESH = "https://securetoken.googleapis.com/v1/token"
 
-    def __init__(self, api_key: str, session: Any = None, timeout_s: float = 10.0) -> None:
+    def __init__(self, api_key: str, session: Any = None, timeout_s: float = 10.0,
+                 emulator_host: str = "") -> None:
         if session is None:
             import requests
 
@@ -159,10 +175,13 @@ class IdentityPlatformAuth:
         self.session = session
         self.api_key = api_key
         self.timeout_s = timeout_s
+        local = f"http://{emulator_host}/" if emulator_host else "https://"
+        self.sign_in_url = self.SIGN_IN.replace("https://", local, 1)
+        self.refresh_url = self.REFRESH.replace("https://", local, 1)
 
     def sign_in(self, email: str, password: str) -> Tokens:
         response = self.session.post(
-            self.SIGN_IN,
+            self.sign_in_url,
             params={"key": self.api_key},
             timeout=self.timeout_s,
             json={"email": email, "password": password, "returnSecureToken": True},
@@ -171,7 +190,7 @@ class IdentityPlatformAuth:
         if response.status_code != 200:
             reason = str(body.get("error", {}).get("message", ""))
             if reason.startswith(("EMAIL_NOT_FOUND", "INVALID_PASSWORD", "INVALID_LOGIN_CREDENTIALS")):
-                raise SignInError(_WRONG_PASSWORD)
+                raise WrongPasswordError()
             if reason.startswith("TOO_MANY_ATTEMPTS"):
                 raise SignInError("Too many sign-in attempts; wait a minute and try again.")
             if reason.startswith("USER_DISABLED"):
@@ -181,7 +200,7 @@ class IdentityPlatformAuth:
 
     def refresh(self, tokens: Tokens) -> Tokens:
         response = self.session.post(
-            self.REFRESH,
+            self.refresh_url,
             params={"key": self.api_key},
             timeout=self.timeout_s,
             data={"grant_type": "refresh_token", "refresh_token": tokens.refresh_token},
@@ -196,7 +215,92 @@ class IdentityPlatformAuth:
         return None
 
 
+# -- where to go after signing in ----------------------------------------------------------------
+def safe_next(target: str | None) -> str | None:
+    r"""``target`` when a browser would read it as a path on this site, else None.
+
+    Browsers drop tabs and newlines anywhere in a URL, strip leading control characters and
+    spaces, and read a backslash as a slash: "/\t/evil.example", " //evil.example" and
+    "/\evil.example" all lead off the site. So a target with any control character, space or
+    backslash is refused, and what is left must be one "/" followed by no second "/" and have
+    neither a scheme nor a host once parsed.
+    """
+    if not target or len(target) > 2048:
+        return None
+    if any(ord(c) <= 0x20 or ord(c) == 0x7F or c == "\\" for c in target):
+        return None
+    if not target.startswith("/") or target.startswith("//"):
+        return None
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc:
+        return None
+    return target
+
+
+# -- throttling wrong passwords ---------------------------------------------------------------
+class SignInThrottle:
+    """Wrong passwords counted per account and per client address over a sliding window.
+
+    After ``per_account`` wrong passwords for one email (or ``per_address`` from one address)
+    within ``window_s``, further tries are refused until the oldest failure leaves the window;
+    the right password clears the account's count. The counts live in this process (the web
+    app runs one worker, see sessions.py); Cognito and Identity Platform throttle on their side
+    as well. At most ``max_keys`` emails and addresses are remembered, the stalest forgotten first.
+    """
+
+    def __init__(self, per_account: int = 5, per_address: int = 20, window_s: float = 900.0, *,
+                 max_keys: int = 200_000, clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_account = per_account
+        self.per_address = per_address
+        self.window_s = window_s
+        self.max_keys = max_keys
+        self.clock = clock
+        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _keys(email: str, address: str) -> tuple[str, str]:
+        return f"account:{email.strip().lower()}", f"address:{address}"
+
+    def _recent(self, key: str, now: float) -> deque[float]:
+        times = self._failures.get(key) or deque()
+        while times and now - times[0] >= self.window_s:
+            times.popleft()
+        return times
+
+    def refusal(self, email: str, address: str) -> tuple[str, int] | None:
+        """(message, seconds to wait) when this try must be refused, else None."""
+        now = self.clock()
+        account, client = self._keys(email, address)
+        with self._lock:
+            for key, limit, who in ((account, self.per_account, "this account"),
+                                    (client, self.per_address, "your network address")):
+                times = self._recent(key, now)
+                if len(times) >= limit:
+                    wait = max(1, math.ceil(times[0] + self.window_s - now))
+                    minutes = max(1, math.ceil(wait / 60))
+                    return (f"Too many wrong passwords for {who}. Wait {minutes} minute"
+                            f"{'s' if minutes != 1 else ''} before trying again.", wait)
+        return None
+
+    def failed(self, email: str, address: str) -> None:
+        now = self.clock()
+        with self._lock:
+            for key in self._keys(email, address):
+                times = self._recent(key, now)
+                times.append(now)
+                self._failures[key] = times
+                self._failures.move_to_end(key)
+            while len(self._failures) > self.max_keys:
+                self._failures.popitem(last=False)
+
+    def succeeded(self, email: str) -> None:
+        with self._lock:
+            self._failures.pop(self._keys(email, "")[0], None)
+
+
 def make_authenticator(settings: Any) -> Authenticator:
     if settings.auth_provider == "identity_platform":
-        return IdentityPlatformAuth(settings.identity_api_key, timeout_s=settings.api_timeout_s)
+        return IdentityPlatformAuth(settings.identity_api_key, timeout_s=settings.api_timeout_s,
+                                    emulator_host=settings.firebase_auth_emulator_host)
     return CognitoAuth(settings.user_pool_client_id, settings.region)

@@ -21,12 +21,17 @@ USER_POOL_CLIENT_ID = "USER_POOL_CLIENT_ID"
 AWS_REGION = "AWS_REGION"
 AWS_DEFAULT_REGION = "AWS_DEFAULT_REGION"
 IDENTITY_API_KEY = "IDENTITY_API_KEY"
+# Only where the Firebase Auth emulator stands in for Identity Platform (the local GCP half).
+FIREBASE_AUTH_EMULATOR_HOST = "FIREBASE_AUTH_EMULATOR_HOST"
 SECRET_KEY = "SECRET_KEY"
 COOKIE_SECURE = "COOKIE_SECURE"
 TRUST_PROXY = "TRUST_PROXY"
 SESSION_IDLE_MINUTES = "SESSION_IDLE_MINUTES"
 API_TIMEOUT_S = "API_TIMEOUT_S"
 SIMILAR_N = "SIMILAR_N"
+SIGNIN_ACCOUNT_FAILURES = "SIGNIN_ACCOUNT_FAILURES"
+SIGNIN_ADDRESS_FAILURES = "SIGNIN_ADDRESS_FAILURES"
+SIGNIN_WINDOW_MINUTES = "SIGNIN_WINDOW_MINUTES"
 
 PROVIDERS = ("cognito", "identity_platform")
 COOKIE_MODES = ("auto", "always", "never")
@@ -44,14 +49,20 @@ class WebSettings:
     user_pool_client_id: str = ""
     region: str = "us-east-1"
     identity_api_key: str = ""
-    # Signs the session cookie. Sessions live in the process's memory, so a key made at start
-    # loses nothing a restart would not lose anyway; set it to keep cookies valid across restarts.
+    firebase_auth_emulator_host: str = ""
+    # Signs the session cookies (an anonymous visitor's session *is* its cookie). A key made at
+    # start loses, on a restart, only what the memory of signed-in sessions loses anyway; set it
+    # to keep open sign-in forms valid across restarts and when several processes serve the app.
     secret_key: str = ""
     cookie_secure: str = "auto"
     trust_proxy: bool = True
     session_idle_minutes: int = 120
     api_timeout_s: float = 10.0
     similar_n: int = 5
+    # Wrong passwords allowed per account and per client address within the window.
+    signin_account_failures: int = 5
+    signin_address_failures: int = 20
+    signin_window_minutes: int = 15
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> WebSettings:
@@ -78,12 +89,16 @@ class WebSettings:
         read("region", AWS_DEFAULT_REGION)
         read("region", AWS_REGION)  # Lambda-style name wins when both are set
         read("identity_api_key", IDENTITY_API_KEY)
+        read("firebase_auth_emulator_host", FIREBASE_AUTH_EMULATOR_HOST)
         read("secret_key", SECRET_KEY)
         read("cookie_secure", COOKIE_SECURE, str.lower)
         read("trust_proxy", TRUST_PROXY, _as_bool)
         read("session_idle_minutes", SESSION_IDLE_MINUTES, _positive_int)
         read("api_timeout_s", API_TIMEOUT_S, _positive_float)
         read("similar_n", SIMILAR_N, _positive_int)
+        read("signin_account_failures", SIGNIN_ACCOUNT_FAILURES, _positive_int)
+        read("signin_address_failures", SIGNIN_ADDRESS_FAILURES, _positive_int)
+        read("signin_window_minutes", SIGNIN_WINDOW_MINUTES, _positive_int)
 
         if not values.get("api_url"):
             problems.append(f"{API_URL}: required but not set (the gemcast API base URL)")

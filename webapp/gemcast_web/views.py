@@ -12,12 +12,12 @@ from typing import Any, TypeVar
 
 from flask import Blueprint, current_app, g, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
-from itsdangerous import BadSignature, Signer
 from werkzeug.wrappers import Response
 
-from gemcast_web import WebContext, context_of
+from gemcast.routes import by_operation
+from gemcast_web import WebContext, context_of, history
 from gemcast_web.api import ApiAnswer, ApiAuthError, ApiUnavailableError
-from gemcast_web.auth import SignInError
+from gemcast_web.auth import SignInError, WrongPasswordError, safe_next
 from gemcast_web.markdown import render as render_markdown
 from gemcast_web.sessions import WebSession
 from gemcast_web.stones import (
@@ -36,7 +36,7 @@ bp = Blueprint("web", __name__)
 COOKIE = "gemcast_session"
 PLOT_FILE = "pred_vs_actual.svg"
 MY_REQUESTS_LIMIT = 25
-PREDICT_ROUTE = "POST /v1/predictions"  # the prediction log's route of a pricing
+PREDICT_ROUTE = by_operation("createPrediction").key  # the prediction log's route of a pricing
 # No scripts at all; styles and images only from this app (the model plot is a data: image).
 CSP = (
     "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
@@ -57,10 +57,6 @@ def web() -> WebContext:
 def session() -> WebSession:
     s: WebSession = g.web_session
     return s
-
-
-def _signer() -> Signer:
-    return Signer(web().settings.secret_key, salt="gemcast-session")
 
 
 @bp.app_template_filter("money")
@@ -90,14 +86,9 @@ def _load_session() -> ResponseReturnValue | None:
     if request.endpoint in (None, "static", "web.healthz"):
         return None
     store = web().sessions
-    found = None
-    cookie = request.cookies.get(COOKIE)
-    if cookie:
-        try:
-            found = store.get(_signer().unsign(cookie).decode())
-        except BadSignature:
-            found = None
-    g.set_cookie = found is None
+    found = store.from_cookie(request.cookies.get(COOKIE))
+    # An anonymous session lives in its cookie: written back on every answer.
+    g.set_cookie = found is None or not found.signed_in
     g.web_session = found or store.new()
     if request.method == "POST":
         sent = request.form.get("csrf_token", "")
@@ -118,7 +109,7 @@ def _finish(response: Response) -> Response:
         mode = web().settings.cookie_secure
         secure = mode == "always" or (mode == "auto" and request.is_secure)
         response.set_cookie(
-            COOKIE, _signer().sign(s.id).decode(), httponly=True, samesite="Lax", secure=secure, path="/"
+            COOKIE, web().sessions.cookie_for(s), httponly=True, samesite="Lax", secure=secure, path="/"
         )
     response.headers.setdefault("Content-Security-Policy", CSP)
     response.headers["X-Content-Type-Options"] = "nosniff"
@@ -191,10 +182,7 @@ def _api_down(exc: ApiUnavailableError) -> ResponseReturnValue:
 
 
 def _safe_next(target: str | None) -> str:
-    # Only a path on this site: "//evil.example" and "https://..." would leave it.
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        return target
-    return url_for("web.price")
+    return safe_next(target) or url_for("web.price")
 
 
 # -- pages -------------------------------------------------------------------------------------
@@ -229,14 +217,23 @@ def signin() -> ResponseReturnValue:
             messages=[],
             next_url=next_url,
         ), 400
+    throttle, address = web().throttle, request.remote_addr or "unknown"
+    refusal = throttle.refusal(email, address)
+    if refusal is not None:
+        message, wait_s = refusal
+        return render_template(
+            "signin.html", email=email, error=message, messages=[], next_url=next_url
+        ), 429, {"Retry-After": str(wait_s)}
     try:
         tokens = web().auth.sign_in(email, password)
     except SignInError as exc:
+        if isinstance(exc, WrongPasswordError):
+            throttle.failed(email, address)
         return render_template(
             "signin.html", email=email, error=str(exc), messages=[], next_url=next_url
         ), 401
-    fresh = web().sessions.rotate(s)
-    fresh.tokens = tokens
+    throttle.succeeded(email)
+    fresh = web().sessions.sign_in(s, tokens)
     _switch_session(fresh)
     current_app.logger.info("signed in: subject %s", tokens.subject)
     return redirect(next_url)
@@ -379,6 +376,20 @@ def model() -> ResponseReturnValue:
         metrics=_holdout_metrics(info.get("metrics")),
         facts=_facts(info),
         card_html=card_html,
+    )
+
+
+@bp.get("/models")
+@login_required
+def models() -> ResponseReturnValue:
+    answer = call_api(lambda token: web().api.model_history(token))
+    listed = [m for m in answer.body.get("models", []) if isinstance(m, Mapping)] if answer.ok else []
+    return render_template(
+        "models.html",
+        error=None if answer.ok else (answer.error_message or f"the API answered {answer.status}"),
+        rows=history.rows(listed),
+        plot=history.plot(listed),
+        champion=answer.body.get("champion") if answer.ok else None,
     )
 
 

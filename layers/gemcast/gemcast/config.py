@@ -19,6 +19,9 @@ STAGE = "GEMCAST_STAGE"
 DATA_BUCKET = "DATA_BUCKET"
 REGISTRY_URI = "REGISTRY_URI"
 PREDICTION_LOG_TABLE = "PREDICTION_LOG_TABLE"
+# Where log records too large for the table (or written while it fails) are kept whole:
+# s3://<data bucket>/logs or gs://<data bucket>/logs (gemcast.log_overflow).
+PREDICTION_LOG_URI = "PREDICTION_LOG_URI"
 INVENTORY_TABLE = "INVENTORY_TABLE"
 USERS_TABLE = "USERS_TABLE"
 IDEMPOTENCY_TABLE = "IDEMPOTENCY_TABLE"
@@ -48,6 +51,9 @@ FIRESTORE_SNAPSHOTS = "FIRESTORE_SNAPSHOTS_COLLECTION"
 TRAINING_IMAGE_URI = "TRAINING_IMAGE_URI"
 IDENTITY_AUDIENCE = "IDENTITY_AUDIENCE"
 IDENTITY_CERTS_URL = "IDENTITY_CERTS_URL"
+# Set only where the Firebase Auth emulator stands in for Identity Platform: its ID tokens are
+# unsigned, and are accepted only then (as the Firebase Admin SDK does).
+FIREBASE_AUTH_EMULATOR_HOST = "FIREBASE_AUTH_EMULATOR_HOST"
 TRAINING_SERVICE_ACCOUNT = "TRAINING_SERVICE_ACCOUNT"
 # Drift monitoring (gemcast.drift)
 DRIFT_THRESHOLD = "DRIFT_THRESHOLD"
@@ -81,6 +87,7 @@ class Settings:
     data_bucket: str = ""
     registry_uri: str = ""
     prediction_log_table: str = ""
+    prediction_log_uri: str = ""
     inventory_table: str = ""
     users_table: str = ""
     idempotency_table: str = ""
@@ -109,6 +116,7 @@ class Settings:
     training_image_uri: str = ""
     identity_audience: str = ""
     identity_certs_url: str = SECURETOKEN_CERTS_URL
+    firebase_auth_emulator_host: str = ""
     training_service_account: str = ""
     drift_threshold: float = 0.25
     drift_min_stones: int = 200
@@ -151,6 +159,8 @@ class Settings:
         for name in required:
             if not getattr(settings, name):
                 problems.append(f"{_ENV_OF[name]}: required but not set")
+        if settings.prediction_log_uri and not settings.prediction_log_uri.startswith(("s3://", "gs://", "file://")):
+            problems.append(f"{PREDICTION_LOG_URI}: must be an s3://, gs:// or file:// folder URI")
         if settings.endpoint_mode not in {"serverless", "instance"}:
             problems.append(f"{ENDPOINT_MODE}: must be serverless or instance")
         if problems:
@@ -177,6 +187,7 @@ _ENV_OF: dict[str, str] = {
     "data_bucket": DATA_BUCKET,
     "registry_uri": REGISTRY_URI,
     "prediction_log_table": PREDICTION_LOG_TABLE,
+    "prediction_log_uri": PREDICTION_LOG_URI,
     "inventory_table": INVENTORY_TABLE,
     "users_table": USERS_TABLE,
     "idempotency_table": IDEMPOTENCY_TABLE,
@@ -205,6 +216,7 @@ _ENV_OF: dict[str, str] = {
     "training_image_uri": TRAINING_IMAGE_URI,
     "identity_audience": IDENTITY_AUDIENCE,
     "identity_certs_url": IDENTITY_CERTS_URL,
+    "firebase_auth_emulator_host": FIREBASE_AUTH_EMULATOR_HOST,
     "training_service_account": TRAINING_SERVICE_ACCOUNT,
     "drift_threshold": DRIFT_THRESHOLD,
     "drift_min_stones": DRIFT_MIN_STONES,

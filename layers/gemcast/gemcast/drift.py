@@ -34,9 +34,11 @@ from datetime import UTC, datetime, timedelta
 from html import escape
 from typing import Any
 
-from gemcast.api import PREDICT_ROUTE
 from gemcast.errors import GemcastError, NotFoundError
+from gemcast.routes import by_operation
 from gemcast.schema import CATEGORIES, FEATURES, check_stone
+
+PREDICT_ROUTE = by_operation("createPrediction").key  # the prediction log's route of a pricing
 
 logger = logging.getLogger(__name__)
 

@@ -1,15 +1,19 @@
 """GCP adapters of the cloud-neutral parts, and the logic behind the Cloud Functions.
 
-- ``VertexEndpoint``: the model endpoint client (google-cloud-aiplatform, REST transport).
-- ``FirestorePredictionLog``: the prediction log (retries, then a structured ERROR log line).
+- ``VertexEndpoint``: the model endpoint client (Vertex AI's REST ``:predict``, google-auth).
+- ``FirestorePredictionLog``: the prediction log (large records and Firestore outages in the
+  bucket's ``logs/``; a structured ERROR log line only when both fail).
 - ``FirestoreInventory``: the inventory for "n similar stones" (two indexed range queries).
 - ``vertex_submitter`` and ``SnapshotClaims``: one Vertex AI CustomJob per data snapshot.
-- ``IdTokenVerifier``: Identity Platform ID tokens and blocking-function tokens.
+- ``IdTokenVerifier``: Identity Platform ID tokens and blocking-function tokens (strict; the
+  Firebase Auth emulator's unsigned tokens only when ``FIREBASE_AUTH_EMULATOR_HOST`` is set).
+- ``serve_api``: the one HTTPS entry of the API, routing by path through ``gemcast.routes``.
 - ``before_create`` / ``before_sign_in``: the Identity Platform blocking functions' decisions.
 
 Clients come in from the caller (created once per instance by gcp/functions/main.py) and reach
 the emulators or the cloud through standard settings only (``FIRESTORE_EMULATOR_HOST``,
-``STORAGE_EMULATOR_HOST``, ``VERTEX_API_ENDPOINT``, ``IDENTITY_CERTS_URL``).
+``STORAGE_EMULATOR_HOST``, ``VERTEX_API_ENDPOINT``, ``IDENTITY_CERTS_URL``,
+``FIREBASE_AUTH_EMULATOR_HOST``).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from urllib.parse import urlsplit
 from gemcast.api import pack_documents, unpack_documents
 from gemcast.errors import EndpointError, GemcastError, ValidationError
 from gemcast.inventory import carat_prefix, group_key, nearest, to_item
+from gemcast.log_overflow import REF_FIELD, encoded_size, follow, reference, store_whole, with_retries
 from gemcast.registry import Registry
 from gemcast.storage import Storage
 from gemcast.trigger import RetrainRequest, Submitter, TrainingPlan, job_name, plan_training
@@ -56,20 +61,29 @@ def emit_structured(entry: Mapping[str, Any]) -> None:
     sys.stderr.flush()
 
 
-# -- model endpoint ----------------------------------------------------------------------------
-def prediction_client(api_endpoint: str, timeout_s: float) -> Any:
-    """A PredictionServiceClient on the REST transport, aimed at ``api_endpoint``.
+# -- model endpoint ---------------------------------------------------------------------------
+CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 
-    A plain ``http://`` endpoint gets anonymous credentials: a bearer token is never sent
-    over an unencrypted connection (the local serving process needs none).
-    """
-    from google.api_core.client_options import ClientOptions
-    from google.cloud.aiplatform_v1.services.prediction_service import PredictionServiceClient
 
-    return PredictionServiceClient(
-        transport="rest", client_options=ClientOptions(api_endpoint=api_endpoint),
-        credentials=_credentials_for(api_endpoint),
-    )
+def vertex_base_url(api_endpoint: str) -> str:
+    """``europe-west1-aiplatform.googleapis.com`` -> ``https://...``; a URL stays as it is."""
+    return api_endpoint.rstrip("/") if "://" in api_endpoint else f"https://{api_endpoint.rstrip('/')}"
+
+
+def vertex_session(api_endpoint: str) -> Any:
+    """The HTTP session of the Vertex AI REST API: an AuthorizedSession with the function's
+    service account (Application Default Credentials) for https, a plain session for a plain
+    ``http://`` endpoint, so a bearer token is never sent unencrypted (the local serving process
+    needs none). No google-cloud-aiplatform import: it costs seconds of a cold start."""
+    import requests
+
+    if vertex_base_url(api_endpoint).startswith("http://"):
+        return requests.Session()
+    import google.auth
+    from google.auth.transport.requests import AuthorizedSession
+
+    credentials, _ = google.auth.default(scopes=[CLOUD_PLATFORM_SCOPE])
+    return AuthorizedSession(credentials)
 
 
 def job_client(api_endpoint: str) -> Any:
@@ -94,74 +108,126 @@ def endpoint_path(project: str, region: str, endpoint_id: str) -> str:
     return f"projects/{project}/locations/{region}/endpoints/{endpoint_id}"
 
 
-class VertexEndpoint:
-    """Calls a Vertex AI endpoint (or, locally, ``gemcast serve`` at the same REST path)."""
+# Vertex AI answers overload and brief unavailability with these; they are retried within the
+# time budget, and like SageMaker's throttling and 5xx they reach the caller as 503.
+_RETRIED = frozenset({429, 503})
 
-    def __init__(self, client: Any, endpoint: str, *, timeout_s: float = 5.0) -> None:
-        self.client = client
+
+def _rpc_status(response: Any) -> str:
+    """``CODE: message`` of a google.rpc.Status answer ``{"error": {"code", "message", "status"}}``."""
+    try:
+        error = response.json().get("error") or {}
+    except (ValueError, AttributeError):
+        return (getattr(response, "text", "") or "")[:200]
+    if not isinstance(error, dict):
+        return str(error)[:200]
+    return f"{error.get('status') or error.get('code') or response.status_code}: {error.get('message', '')}"
+
+
+class VertexEndpoint:
+    """Calls a Vertex AI endpoint through its documented REST method
+    ``POST https://{api_endpoint}/v1/{endpoint}:predict`` (locally, ``gemcast serve`` answers the
+    same path). Errors become EndpointError as aws.SageMakerEndpoint makes them: 429, 5xx, a
+    refused connection and a timeout are 503 (the first two retried while the budget lasts); any
+    other refusal, and an answer without predictions, is 502."""
+
+    def __init__(self, session: Any, api_endpoint: str, endpoint: str, *, timeout_s: float = 5.0,
+                 attempts: int = 3, backoff_s: float = 0.1,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.session = session
+        self.url = f"{vertex_base_url(api_endpoint)}/v1/{endpoint}:predict"
         self.endpoint = endpoint
         self.timeout_s = timeout_s
+        self.attempts = attempts
+        self.backoff_s = backoff_s
+        self.sleep = sleep
 
     def invoke(self, instances: list[dict[str, Any]]) -> dict[str, Any]:
+        import google.auth.exceptions
         import requests
-        from google.api_core import exceptions as gexc
-        from google.api_core.retry import Retry, if_exception_type
-        from google.protobuf import json_format, struct_pb2
 
-        # Overload and brief unavailability are retried within the time budget; nothing else.
-        retry = Retry(predicate=if_exception_type(gexc.ServiceUnavailable, gexc.TooManyRequests),
-                      initial=0.1, maximum=1.0, timeout=self.timeout_s)
-        values = [json_format.ParseDict(instance, struct_pb2.Value()) for instance in instances]
+        deadline = time.monotonic() + self.timeout_s
+        response: Any = None
+        for attempt in range(1, self.attempts + 1):
+            remaining = max(0.05, deadline - time.monotonic())
+            try:
+                response = self.session.post(self.url, json={"instances": instances},
+                                             timeout=(min(2.0, remaining), remaining))
+            except (requests.exceptions.RequestException, google.auth.exceptions.TransportError,
+                    google.auth.exceptions.RefreshError) as exc:  # refused, reset, timed out, no token
+                raise EndpointError(f"predict {self.endpoint}: {exc}", status=503) from exc
+            pause = self.backoff_s * (2 ** (attempt - 1))
+            if (response.status_code in _RETRIED and attempt < self.attempts
+                    and time.monotonic() + pause < deadline):
+                self.sleep(pause)
+                continue
+            break
+        status = int(response.status_code)
+        if status != 200:
+            unavailable = status == 429 or status >= 500
+            raise EndpointError(f"predict {self.endpoint}: HTTP {status} {_rpc_status(response)}",
+                                status=503 if unavailable else 502)
         try:
-            response = self.client.predict(endpoint=self.endpoint, instances=values, retry=retry,
-                                           timeout=self.timeout_s)
-            payload = json_format.MessageToDict(type(response).pb(response))
-        except (gexc.ServiceUnavailable, gexc.TooManyRequests, gexc.DeadlineExceeded, gexc.RetryError,
-                gexc.ResourceExhausted) as exc:
-            raise EndpointError(f"predict {self.endpoint}: {exc}", status=503) from exc
-        except gexc.GoogleAPICallError as exc:
-            raise EndpointError(f"predict {self.endpoint}: {exc}", status=502) from exc
-        except requests.exceptions.RequestException as exc:  # refused, reset, read timeout
-            raise EndpointError(f"predict {self.endpoint}: {exc}", status=503) from exc
-        except (ValueError, json_format.ParseError) as exc:
-            raise EndpointError(f"predict {self.endpoint}: the answer is not a prediction: {exc}",
-                                status=502) from exc
-        predictions = payload.get("predictions")
+            payload = response.json()
+        except ValueError as exc:
+            raise EndpointError(f"predict {self.endpoint}: the answer is not JSON: {exc}", status=502) from exc
+        predictions = payload.get("predictions") if isinstance(payload, dict) else None
         if not isinstance(predictions, list):
             raise EndpointError("the model endpoint answered without predictions", status=502)
         version = payload.get("modelVersionId") or payload.get("deployedModelId") or ""
         return {"predictions": predictions, "model_version": str(version)}
 
 
-# -- prediction log ----------------------------------------------------------------------------
+# -- prediction log ---------------------------------------------------------------------------
+# A Firestore document holds 1 MiB (1,048,576 bytes, field names and the document name
+# included); the budget leaves room for those.
+DOCUMENT_BUDGET = 1024 * 1024 - 64 * 1024
+
+
 def to_document(record: Mapping[str, Any]) -> dict[str, Any]:
     """A log record as a Firestore document: documents as JSON text (Firestore refuses nested
     arrays), compressed when large; ``expire_at`` as a timestamp for a TTL policy."""
-    doc = pack_documents(record)
+    return _with_expiry(pack_documents(record), record)
+
+
+def _with_expiry(doc: dict[str, Any], record: Mapping[str, Any]) -> dict[str, Any]:
     if "expires_at" in record:
         doc["expire_at"] = datetime.fromtimestamp(int(record["expires_at"]), UTC)
     return doc
 
 
-def from_document(doc: Mapping[str, Any]) -> dict[str, Any]:
-    """A Firestore document back into a log record."""
-    return unpack_documents({k: v for k, v in doc.items() if k != "expire_at"})
+def from_document(doc: Mapping[str, Any], storage: Storage | None = None) -> dict[str, Any]:
+    """A Firestore document back into a log record; a reference document (a record too large
+    for Firestore) is followed to the whole record in the bucket."""
+    from google.api_core.exceptions import GoogleAPIError
+
+    plain = {k: v for k, v in doc.items() if k != "expire_at"}
+    whole = follow(plain, storage, (GemcastError, GoogleAPIError, OSError, ValueError))
+    if whole is not None:
+        return whole
+    return unpack_documents(plain)
 
 
 class FirestorePredictionLog:
     """Writes log records to a Firestore collection (document id = request id); never raises.
 
-    Each write is tried ``attempts`` times. When all fail, Firestore itself is the likely
-    fault, so a fallback queue *in Firestore* would fail too: the record is written whole to
-    Cloud Logging as one structured ERROR line (``gemcast_event = prediction_log_lost``, which a
-    log-based metric counts and from which the record can be replayed), ``lost`` is
-    incremented and ``on_failure("lost")`` called.
+    A record too large for a document (``DOCUMENT_BUDGET``) is first written whole to
+    ``overflow`` (the data bucket's ``logs/<date>/<request id>.json``) and the document keeps its
+    small fields and the reference. Each write is tried ``attempts`` times. When Firestore
+    still fails, a fallback queue *in Firestore* would fail too: the bucket is the fallback
+    (same key; a structured WARNING line, ``gemcast_event = prediction_log_unindexed``, names it
+    for replay into Firestore; ``on_failure("bucket")``). Only when the bucket fails as well is
+    the record written whole to Cloud Logging as one structured ERROR line
+    (``gemcast_event = prediction_log_lost``, which a log-based metric counts), ``lost``
+    incremented, ``on_failure("lost")`` called and False returned.
     """
 
-    def __init__(self, client: Any, collection: str, *, attempts: int = 3, backoff_s: float = 0.05,
-                 timeout_s: float = 3.0, on_failure: Callable[[str], None] | None = None,
+    def __init__(self, client: Any, collection: str, *, overflow: Storage | None = None, attempts: int = 3,
+                 backoff_s: float = 0.05, timeout_s: float = 3.0,
+                 on_failure: Callable[[str], None] | None = None,
                  emit: Callable[[Mapping[str, Any]], None] = emit_structured) -> None:
         self.collection = client.collection(collection)
+        self.overflow = overflow
         self.attempts = attempts
         self.backoff_s = backoff_s
         self.timeout_s = timeout_s
@@ -171,43 +237,74 @@ class FirestorePredictionLog:
         self._lock = threading.Lock()
 
     def write(self, record: dict[str, Any]) -> bool:
+        """True when the record is stored: in Firestore (whole or by reference) or the bucket."""
         from google.api_core import exceptions as gexc
 
         doc = to_document(record)
-        ref = self.collection.document(str(record["request_id"]))
+        uri: str | None = None
         error: Exception | None = None
-        for attempt in range(1, self.attempts + 1):
-            try:
-                # set() is idempotent: a retry after a write that did land changes nothing.
-                ref.set(doc, retry=None, timeout=self.timeout_s)
+        if encoded_size(doc) > DOCUMENT_BUDGET:
+            uri, error = self._to_bucket(record)
+            if uri is not None:
+                doc = _with_expiry(reference(record, uri), record)
+        if uri is not None or error is None:
+            ref = self.collection.document(str(record["request_id"]))
+            # set() is idempotent: a retry after a write that did land changes nothing.
+            error = with_retries(lambda: ref.set(doc, retry=None, timeout=self.timeout_s),
+                                 (gexc.GoogleAPIError, OSError), attempts=self.attempts,
+                                 backoff_s=self.backoff_s, what="prediction log write",
+                                 on_retry=lambda: self.on_failure("retry"))
+            if error is None:
                 return True
-            except (gexc.GoogleAPIError, OSError) as exc:
-                error = exc
-                self.on_failure("retry")
-                logger.warning("prediction log write %d/%d failed: %s", attempt, self.attempts, exc)
-                if attempt < self.attempts:
-                    time.sleep(self.backoff_s * (2 ** (attempt - 1)))
+            if uri is None:
+                uri, _ = self._to_bucket(record)
+        if uri is not None:
+            self.on_failure("bucket")
+            self.emit({
+                "severity": "WARNING",
+                "message": f"prediction log record {record.get('request_id')} is in {uri} but not in "
+                           f"Firestore ({error}): replay it from there",
+                "gemcast_event": "prediction_log_unindexed",
+                REF_FIELD: uri,
+                "logging.googleapis.com/labels": {"gemcast_event": "prediction_log_unindexed"},
+            })
+            return True
         with self._lock:
             self.lost += 1
         self.on_failure("lost")
         self.emit({
             "severity": "ERROR",
             "message": f"prediction log record {record.get('request_id')} could not be stored in Firestore "
-                       f"after {self.attempts} attempts: {error}",
+                       f"or the bucket after {self.attempts} attempts: {error}",
             "gemcast_event": "prediction_log_lost",
             "prediction_log_record": record,
             "logging.googleapis.com/labels": {"gemcast_event": "prediction_log_lost"},
         })
         return False
 
+    def _to_bucket(self, record: dict[str, Any]) -> tuple[str | None, Exception | None]:
+        from google.api_core import exceptions as gexc
 
-def recent_for_caller(client: Any, collection: str, caller: str, limit: int = 20) -> list[dict[str, Any]]:
-    """The caller's own most recent log records, newest first (index caller asc, created_at desc)."""
+        if self.overflow is None:
+            return None, GemcastError("no PREDICTION_LOG_URI is set: the record has no bucket to go to")
+        overflow = self.overflow
+        uri: list[str] = []
+        error = with_retries(lambda: uri.append(store_whole(overflow, record)),
+                             (gexc.GoogleAPIError, OSError, ValueError), attempts=self.attempts,
+                             backoff_s=self.backoff_s, what="prediction log record to the bucket",
+                             on_retry=lambda: self.on_failure("retry"))
+        return (uri[-1], None) if error is None else (None, error)
+
+
+def recent_for_caller(client: Any, collection: str, caller: str, limit: int = 20,
+                      storage: Storage | None = None) -> list[dict[str, Any]]:
+    """The caller's own most recent log records, newest first (index caller asc, created_at desc);
+    a record kept in the bucket (``storage``, the log prefix) is read from there."""
     from google.cloud.firestore_v1.base_query import FieldFilter
 
     query = (client.collection(collection).where(filter=FieldFilter("caller", "==", caller))
              .order_by("created_at", direction="DESCENDING").limit(max(1, min(limit, 100))))
-    return [from_document(snap.to_dict()) for snap in query.stream()]
+    return [from_document(snap.to_dict(), storage) for snap in query.stream()]
 
 
 # -- inventory ---------------------------------------------------------------------------------
@@ -412,10 +509,11 @@ class IdTokenVerifier:
 
     def __init__(self, project: str, certs_url: str, *, audience: str | None = None,
                  audience_matcher: Callable[[Any], bool] | None = None, request: Any = None,
-                 clock_skew_s: int = 10) -> None:
+                 clock_skew_s: int = 10, emulator_host: str = "") -> None:
         if not project:
             raise GemcastError("IdTokenVerifier needs the project id (IDENTITY_AUDIENCE)")
         self.project = project
+        self.emulator_host = emulator_host
         self.issuer = ISSUER_PREFIX + project
         self.certs_url = certs_url
         self.audience = audience if audience is not None else project
@@ -434,6 +532,12 @@ class IdTokenVerifier:
             header = jwt.decode_header(token)
         except (ValueError, TypeError) as exc:
             raise TokenError(f"not a JWT: {exc}") from exc
+        if self.emulator_host:
+            # Where the Firebase Auth emulator stands in, every token it issues is unsigned, and
+            # no signing certs are fetched from anywhere.
+            if header.get("alg") != "none":
+                raise TokenError("the Firebase Auth emulator issues unsigned tokens; this one is signed")
+            return self._check_claims(self._unsigned_claims(token), emulated=True)
         if header.get("alg") != "RS256" or not header.get("kid"):
             raise TokenError("the token must be RS256 with a key id")
         try:
@@ -461,10 +565,31 @@ class IdTokenVerifier:
             raise TokenError(str(exc)) from exc
         return self._check_claims(claims)
 
-    def _check_claims(self, claims: dict[str, Any]) -> dict[str, Any]:
+    def _unsigned_claims(self, token: str) -> dict[str, Any]:
+        """The claims of an unsigned token of the Firebase Auth emulator, which signs nothing;
+        only reached when FIREBASE_AUTH_EMULATOR_HOST is set, as in the Firebase Admin SDK.
+        Expiry, issuer, audience and subject are checked as for a signed token."""
+        from google.auth import jwt
+
+        try:
+            claims = dict(jwt.decode(token, verify=False))
+        except (ValueError, TypeError) as exc:
+            raise TokenError(f"not a JWT: {exc}") from exc
+        now = time.time()
+        if not isinstance(claims.get("exp"), int | float) or claims["exp"] + self.clock_skew_s < now:
+            raise TokenError("the token has expired")
+        if not isinstance(claims.get("iat"), int | float) or claims["iat"] - self.clock_skew_s > now:
+            raise TokenError("the token was issued in the future")
+        if not self.audience_matcher and claims.get("aud") != self.audience:
+            raise TokenError(f"audience {claims.get('aud')!r} is not {self.audience!r}")
+        return claims
+
+    def _check_claims(self, claims: dict[str, Any], *, emulated: bool = False) -> dict[str, Any]:
         if claims.get("iss") != self.issuer:
             raise TokenError(f"issuer {claims.get('iss')!r} is not {self.issuer!r}")
-        if self.audience_matcher and not self.audience_matcher(claims.get("aud")):
+        # The emulator posts to a blocking function at its local URL, which is its audience.
+        local = emulated and urlsplit(str(claims.get("aud"))).hostname in {"127.0.0.1", "localhost"}
+        if self.audience_matcher and not local and not self.audience_matcher(claims.get("aud")):
             raise TokenError(f"audience {claims.get('aud')!r} is not this function")
         sub = claims.get("sub")
         if not isinstance(sub, str) or not sub or len(sub) > 128:
@@ -540,44 +665,59 @@ def before_sign_in(claims: Mapping[str, Any], default_tier: str) -> dict[str, An
 
 
 # -- the HTTP side of the functions --------------------------------------------------------------
-def similar_answer(params: Mapping[str, Any] | None, inventory: Any) -> tuple[int, dict[str, Any]]:
-    """GET /v1/diamonds/similar: the n nearest stones of the same grades, or 400 naming the
-    bad parameters (same answers as the AWS function: ``gemcast.inventory`` decides)."""
-    from gemcast.api import error_body
-    from gemcast.inventory import parse_query, similar_response
-
-    try:
-        carat, cut, color, clarity, n = parse_query(params)
-    except ValidationError as exc:
-        return 400, error_body(str(exc), exc.errors)
-    stones = inventory.similar(carat, cut, color, clarity, n)
-    return 200, similar_response(carat, cut, color, clarity, n, stones)
-
-
 HttpResult = tuple[str, int, dict[str, str]]
 
 
 def json_response(status: int, body: Any, headers: Mapping[str, str] | None = None) -> HttpResult:
     """A (body, status, headers) tuple as Flask (functions-framework) takes it."""
     all_headers = {"Content-Type": "application/json", **(headers or {})}
-    return json.dumps(body, separators=(",", ":")), status, all_headers
+    return json.dumps(body, separators=(",", ":"), default=str), status, all_headers
+
+
+def serve_api(request: Any, deps: Any, verifier: Callable[[], IdTokenVerifier]) -> HttpResult:
+    """The one HTTPS doorway of the API on GCP, routing by path as API Gateway does for the
+    Lambdas: the route from ``gemcast.routes``, the Identity Platform ID token checked where the
+    route needs a caller (401 ``{"message": "Unauthorized"}`` otherwise, API Gateway's answer),
+    then ``gemcast.api.respond``, so answers, errors, status codes and headers are AWS's."""
+    import uuid
+
+    from gemcast.api import ApiRequest, error_body, respond, unauthorized
+    from gemcast.routes import find
+
+    route, path_known = find(request.method, request.path)
+    if route is None:
+        if path_known:
+            return json_response(405, error_body(f"{request.method} is not allowed on {request.path}"))
+        return json_response(404, error_body(f"no route {request.method} {request.path}"))
+    caller = ""
+    if route.auth:
+        try:
+            caller = str(verifier().verify(bearer_token(request.headers))["sub"])
+        except TokenError as exc:
+            logger.info("unauthorized %s: %s", route.key, exc)
+            answer = unauthorized()
+            return json_response(answer.status, answer.body, answer.all_headers())
+    api_request = ApiRequest(method=route.method, path=route.path, query=dict(request.args.items()),
+                             body=request.get_data(), caller=caller, request_id=uuid.uuid4().hex)
+    answer = respond(route, api_request, deps)
+    return json_response(answer.status, answer.body, answer.all_headers())
 
 
 def api_errors(handler: Callable[..., HttpResult]) -> Callable[..., HttpResult]:
-    """Errors of the API functions (predict, similar) as responses, in one place: the same
-    shapes as API Gateway and the AWS functions give."""
+    """Errors of an HTTP function outside the route table (check_drift) as responses, in the
+    shapes of ``gemcast.api.respond``: a refused token is API Gateway's 401, a bad request 400."""
     import functools
 
     @functools.wraps(handler)
     def wrapper(*args: Any, **kwargs: Any) -> HttpResult:
-        from gemcast.api import error_body
+        from gemcast.api import error_body, unauthorized
 
         try:
             return handler(*args, **kwargs)
         except TokenError as exc:
             logger.info("unauthorized: %s", exc)
-            # API Gateway's Cognito authorizer answers exactly this; the reason stays in our log.
-            return json_response(401, {"message": "Unauthorized"}, {"WWW-Authenticate": "Bearer"})
+            answer = unauthorized()
+            return json_response(answer.status, answer.body, answer.all_headers())
         except ValidationError as exc:
             return json_response(400, error_body(str(exc), exc.errors))
 

@@ -1,4 +1,5 @@
-"""The OpenAPI 3.1 document of the gemcast API, built from the schema that validation uses.
+"""The OpenAPI 3.1 document of the gemcast API: paths from the route table (``gemcast.routes``),
+schemas from the constants that validation uses.
 
 Every field of a stone (type, unit, range, grades, description) comes from
 ``gemcast.schema``'s ``FEATURES``, ``CATEGORIES``, ``RANGES``, ``EXCLUSIVE_LOW``, ``UNITS`` and
@@ -14,6 +15,7 @@ library as they are.
 from __future__ import annotations
 
 import copy
+import functools
 from typing import Any
 
 from gemcast import __version__
@@ -170,6 +172,45 @@ def components() -> dict[str, Any]:
                 "trained_on": {"type": "object", "description": "the data snapshot: id, rows, date"},
             },
         },
+        "ModelCard": {
+            "type": "object",
+            "required": ["version", "markdown", "plot_svg"],
+            "properties": {
+                "version": {"type": "string"},
+                "markdown": {"type": "string", "description": "the model card in Markdown"},
+                "plot_svg": {"type": "string", "description": "pred_vs_actual.svg, as SVG text"},
+            },
+        },
+        "ModelVersion": {
+            "type": "object",
+            "required": ["version", "champion"],
+            "properties": {
+                "version": {"type": "string"},
+                "created": {"type": "string", "description": "when the model was trained"},
+                "kind": {"type": "string"},
+                "metrics": {"type": "object", "description": "held-out metrics: mae, mape, rmse, r2, n"},
+                "trained_on": {"type": "object", "description": "the data snapshot: id, date, row counts"},
+                "gate": {"type": ["object", "null"],
+                         "description": "the gate's decision against the champion of the day: promote, metric, reason"},
+                "champion": {"type": "boolean", "description": "true for the model in service"},
+                "last_promoted_at": {"type": ["string", "null"]},
+            },
+        },
+        "ModelHistory": {
+            "type": "object",
+            "required": ["count", "models"],
+            "properties": {
+                "count": {"type": "integer"},
+                "champion": {"type": ["string", "null"], "description": "the version in service"},
+                "models": {"type": "array", "items": _ref("ModelVersion"), "description": "newest first"},
+            },
+        },
+        "Health": {"type": "object", "properties": {"status": {"type": "string"}}},
+        "Unauthorized": {
+            "type": "object",
+            "description": "the token is missing, expired or invalid (API Gateway's own answer)",
+            "properties": {"message": {"type": "string"}},
+        },
         "LogRecord": {
             "type": "object",
             "properties": {
@@ -211,125 +252,53 @@ def components() -> dict[str, Any]:
     }
 
 
-def _grade_parameter(name: str) -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": True, "schema": field_schema(name)}
+def query_parameters() -> dict[str, dict[str, Any]]:
+    """The schema of every query parameter a route of the table may name."""
+    return {
+        "carat": {"name": "carat", "in": "query", "required": True, "schema": field_schema("carat")},
+        **{name: {"name": name, "in": "query", "required": True, "schema": field_schema(name)}
+           for name in CATEGORIES},
+        "n": {"name": "n", "in": "query", "required": False,
+              "schema": {"type": "integer", "minimum": 1, "maximum": MAX_N, "default": DEFAULT_N}},
+        "limit": {"name": "limit", "in": "query", "required": False,
+                  "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}},
+    }
+
+
+def paths() -> dict[str, Any]:
+    """The ``paths`` of the document, one operation per route of the table."""
+    from gemcast.routes import ROUTES
+
+    secured: list[dict[str, list[str]]] = [{SECURITY_SCHEME: []}]
+    parameters = query_parameters()
+    out: dict[str, Any] = {}
+    for route in ROUTES:
+        operation: dict[str, Any] = {
+            "operationId": route.operation_id,
+            "summary": route.summary,
+            "security": secured if route.auth else [],
+            "responses": {
+                str(status): _json(_ref(schema), description) if schema else {"description": description}
+                for status, (schema, description) in sorted(route.responses.items())
+            },
+        }
+        if route.description or route.request:
+            operation["description"] = " ".join(filter(None, [route.description, _CONSISTENCY_NOTE
+                                                              if route.request else ""]))
+        if route.query:
+            operation["parameters"] = [parameters[name] for name in route.query]
+        if route.request:
+            operation["requestBody"] = {"required": True,
+                                        "content": {"application/json": {"schema": _ref(route.request)}}}
+        if route.logged:
+            operation["x-gemcast-logged"] = True
+        out.setdefault(route.path, {})[route.method.lower()] = operation
+    return out
 
 
 def document() -> dict[str, Any]:
     """The whole OpenAPI document (a fresh copy: callers may change it)."""
     secured: list[dict[str, list[str]]] = [{SECURITY_SCHEME: []}]
-    errors = {
-        "400": _json(_ref("Error"), "invalid request: error.fields names every bad field"),
-        "401": _json(_ref("Error"), "missing, expired or invalid token"),
-    }
-    paths: dict[str, Any] = {
-        "/v1/predictions": {
-            "post": {
-                "operationId": "createPrediction",
-                "summary": "Price one stone or a list of stones",
-                "description": "Each stone is validated on its own: in a list, an invalid stone gets an "
-                "error entry and the others are priced. " + _CONSISTENCY_NOTE,
-                "security": secured,
-                "requestBody": {
-                    "required": True,
-                    "content": {"application/json": {"schema": _ref("PredictionRequest")}},
-                },
-                "responses": {
-                    "200": _json(_ref("PredictionResponse"), "priced"),
-                    **errors,
-                    "502": _json(_ref("Error"), "the model endpoint answered wrongly"),
-                    "503": _json(_ref("Error"), "the model endpoint is unavailable; retry after Retry-After"),
-                },
-            }
-        },
-        "/v1/predictions/mine": {
-            "get": {
-                "operationId": "listMyPredictions",
-                "summary": "The caller's own recent requests, newest first",
-                "security": secured,
-                "parameters": [
-                    {
-                        "name": "limit",
-                        "in": "query",
-                        "required": False,
-                        "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
-                    }
-                ],
-                "responses": {"200": _json(_ref("MyPredictions"), "the caller's records"), **errors},
-            }
-        },
-        "/v1/models/current": {
-            "get": {
-                "operationId": "getCurrentModel",
-                "summary": "The model in service: version, metrics, the data it was trained on",
-                "security": secured,
-                "responses": {
-                    "200": _json(_ref("ModelInfo"), "the champion"),
-                    "401": errors["401"],
-                    "404": _json(_ref("Error"), "no model has been promoted yet"),
-                },
-            }
-        },
-        "/v1/models/current/card": {
-            "get": {
-                "operationId": "getCurrentModelCard",
-                "summary": "The model card of the model in service (Markdown) and its predicted-vs-actual plot",
-                "security": secured,
-                "responses": {
-                    "200": _json(
-                        {
-                            "type": "object",
-                            "required": ["version", "markdown", "plot_svg"],
-                            "properties": {
-                                "version": {"type": "string"},
-                                "markdown": {"type": "string", "description": "the model card in Markdown"},
-                                "plot_svg": {"type": "string", "description": "pred_vs_actual.svg, as SVG text"},
-                            },
-                        },
-                        "the champion's model card",
-                    ),
-                    "401": errors["401"],
-                    "404": _json(_ref("Error"), "no model has been promoted yet"),
-                },
-            }
-        },
-        "/v1/diamonds/similar": {
-            "get": {
-                "operationId": "listSimilarDiamonds",
-                "summary": "The n stones of the data with the same grades and the nearest carat",
-                "security": secured,
-                "parameters": [
-                    {"name": "carat", "in": "query", "required": True, "schema": field_schema("carat")},
-                    *(_grade_parameter(name) for name in CATEGORIES),
-                    {
-                        "name": "n",
-                        "in": "query",
-                        "required": False,
-                        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_N, "default": DEFAULT_N},
-                    },
-                ],
-                "responses": {"200": _json(_ref("SimilarResponse"), "the nearest stones"), **errors},
-            }
-        },
-        "/v1/openapi.json": {
-            "get": {
-                "operationId": "getOpenApi",
-                "summary": "This document",
-                "security": [],
-                "responses": {"200": {"description": "the OpenAPI document"}},
-            }
-        },
-        "/v1/health": {
-            "get": {
-                "operationId": "getHealth",
-                "summary": "Liveness of the API",
-                "security": [],
-                "responses": {
-                    "200": _json({"type": "object", "properties": {"status": {"type": "string"}}}, "healthy")
-                },
-            }
-        },
-    }
     return copy.deepcopy(
         {
             "openapi": OPENAPI_VERSION,
@@ -338,7 +307,7 @@ def document() -> dict[str, Any]:
                 "version": __version__,
                 "description": "Diamond prices with their reasons, and comparable stones from the data.",
             },
-            "paths": paths,
+            "paths": paths(),
             "components": {
                 "schemas": components(),
                 "securitySchemes": {
@@ -346,10 +315,21 @@ def document() -> dict[str, Any]:
                         "type": "apiKey",
                         "in": "header",
                         "name": "Authorization",
-                        "description": "The Cognito ID token of the signed-in user (initiate_auth IdToken).",
+                        "description": "Bearer and the ID token of the signed-in user: Cognito's IdToken on "
+                        "AWS, Identity Platform's idToken on GCP.",
                     }
                 },
             },
             "security": secured,
         }
     )
+
+
+@functools.cache
+def _document_once() -> dict[str, Any]:
+    return document()
+
+
+def cached_document() -> dict[str, Any]:
+    """The document built once per process (GET /v1/openapi.json serves it on every call)."""
+    return _document_once()

@@ -163,6 +163,7 @@ class Registry:
                     "created": m.get("created"),
                     "kind": m.get("model", {}).get("kind"),
                     "snapshot_id": m.get("data", {}).get("snapshot_id"),
+                    "trained_on": trained_on(m),
                     "metrics": m.get("metrics", {}).get("holdout", {}),
                     "gate": m.get("gate"),
                     "champion": version == current,
@@ -242,6 +243,21 @@ class Registry:
         if version == pointer["version"]:
             raise GateError(f"{version} is already the champion")
         return self.promote(version, reason=f"rollback from {pointer['version']}", action="rollback")
+
+
+def trained_on(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """The data a version was trained on: snapshot, date, row counts, carat range."""
+    data = manifest.get("data", {})
+    return {
+        "snapshot_id": data.get("snapshot_id"),
+        "date": manifest.get("created"),
+        "rows": data.get("rows"),
+        "accepted": data.get("accepted"),
+        "rejected": data.get("rejected"),
+        "train_rows": data.get("train_rows"),
+        "holdout_rows": data.get("holdout_rows"),
+        "carat_range": data.get("carat_range"),
+    }
 
 
 def _dump(obj: Any) -> bytes:

@@ -1,156 +1,116 @@
-"""Small pieces of the HTTP functions that are not the prediction itself.
+"""THE route table of the gemcast API: the one place a route is written.
 
-``current_model`` answers GET /v1/models/current from the registry (the AWS and the GCP
-function alike); ``record_request`` counts one API request in powertools Metrics: latency,
-count and errors, by route and model version.
+For every route: its method and path, whether it needs a signed-in caller, its summary, the
+schemas of its request and answers (names of ``gemcast.openapi.components()``), its query
+parameters, whether every call goes to the prediction log, the cloud-neutral function of
+``gemcast.api`` that answers it, and the Lambda behind API Gateway that serves it on AWS.
+
+Everything else is generated from it or checked against it:
+- the OpenAPI document (``gemcast.openapi.document``);
+- the AWS powertools resolvers (``gemcast.lambda_api.register_routes`` in each Lambda);
+- the GCP doorway, one HTTPS ``api`` Cloud Function routing by path (``gemcast.gcp.serve_api``);
+- the local gateway's routes (``gemcast_local.gateway``);
+- template.yaml's Api events and the GCP deploy configuration (tests/infra, tests/unit).
+
+Adding a route is one entry here plus its function in ``gemcast.api``; both clouds serve it.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from gemcast.errors import NotFoundError
-from gemcast.registry import Registry
-
-MODEL_VERSION_HEADER = "X-Model-Version"
-# DynamoPredictionLog's failure kinds: "retry" is one failed put; "dlq" and "lost" are
-# records DynamoDB never got (in the dead-letter queue, or only in the function's log).
-LOG_FAILURE_METRICS = {
-    "retry": "PredictionLogRetries",
-    "dlq": "PredictionLogDeadLettered",
-    "lost": "PredictionLogLost",
-}
+from gemcast import api
 
 
-def log_failure_counter(metrics: Any) -> Callable[[str], None]:
-    """An ``on_failure`` for DynamoPredictionLog that counts each failure in ``metrics``."""
+@dataclass(frozen=True)
+class Route:
+    method: str  # upper case, as HTTP says it
+    path: str
+    operation_id: str
+    summary: str
+    auth: bool  # needs a signed-in caller (Cognito / Identity Platform ID token)
+    function: Callable[..., api.ApiResponse] = field(repr=False, compare=False)
+    aws_function: str  # folder under functions/ whose Lambda serves it behind API Gateway
+    responses: Mapping[int, tuple[str | None, str]]  # status -> (schema name, description)
+    request: str | None = None  # schema name of the JSON body
+    query: tuple[str, ...] = ()  # query parameter names (their schemas live in gemcast.openapi)
+    logged: bool = False  # every call, its answer and its status go to the prediction log
+    description: str = ""
 
-    def count(kind: str) -> None:
-        from aws_lambda_powertools.metrics import MetricUnit
-
-        metrics.add_metric(
-            name=LOG_FAILURE_METRICS.get(kind, "PredictionLogFailures"), unit=MetricUnit.Count, value=1
-        )
-
-    return count
-
-
-def current_model(registry: Registry) -> dict[str, Any]:
-    """The champion: version, held-out metrics, and the data snapshot it was trained on."""
-    pointer = registry.champion()
-    if pointer is None:
-        raise NotFoundError("no model has been promoted yet: train and promote one first")
-    version = str(pointer["version"])
-    manifest = registry.manifest(version)
-    data = manifest.get("data", {})
-    return {
-        "version": version,
-        "promoted_at": pointer.get("promoted_at"),
-        "promotion_reason": pointer.get("reason"),
-        "created": manifest.get("created"),
-        "kind": manifest.get("model", {}).get("kind"),
-        "metrics": manifest.get("metrics", {}).get("holdout", {}),
-        "trained_on": {
-            "snapshot_id": data.get("snapshot_id"),
-            "date": manifest.get("created"),
-            "rows": data.get("rows"),
-            "accepted": data.get("accepted"),
-            "train_rows": data.get("train_rows"),
-            "holdout_rows": data.get("holdout_rows"),
-            "carat_range": data.get("carat_range"),
-        },
-    }
+    @property
+    def key(self) -> str:
+        """``"POST /v1/predictions"``: the route as logs, metrics and API Gateway name it."""
+        return f"{self.method} {self.path}"
 
 
-def current_card(registry: Registry) -> dict[str, Any]:
-    """The champion's model card (Markdown) and its predicted-vs-actual plot (SVG text),
-    both checked against the manifest's sha256 before they are served."""
-    from gemcast.card import PLOT_FILE
+Responses = dict[int, tuple[str | None, str]]
+_AUTH_ERRORS: Responses = {401: ("Unauthorized", "missing, expired or invalid token")}
+_BAD_REQUEST: Responses = {400: ("Error", "invalid request: error.fields names every bad field")}
+_NO_MODEL: Responses = {404: ("Error", "no model has been promoted yet")}
 
-    pointer = registry.champion()
-    if pointer is None:
-        raise NotFoundError("no model has been promoted yet: train and promote one first")
-    version = str(pointer["version"])
-    manifest = registry.manifest(version)
-    return {
-        "version": version,
-        "markdown": registry.read_file(version, "model_card.md", manifest=manifest).decode(),
-        "plot_svg": registry.read_file(version, PLOT_FILE, manifest=manifest).decode(),
-    }
+ROUTES: tuple[Route, ...] = (
+    Route("POST", "/v1/predictions", "createPrediction", "Price one stone or a list of stones",
+          auth=True, function=api.create_prediction, aws_function="predict_proxy",
+          request="PredictionRequest", logged=True,
+          description="Each stone is validated on its own: in a list, an invalid stone gets an error entry "
+                      "and the others are priced.",
+          responses={200: ("PredictionResponse", "priced"), **_BAD_REQUEST, **_AUTH_ERRORS,
+                     502: ("Error", "the model endpoint answered wrongly"),
+                     503: ("Error", "the model endpoint is unavailable; retry after Retry-After")}),
+    Route("GET", "/v1/predictions/mine", "listMyPredictions", "The caller's own recent requests, newest first",
+          auth=True, function=api.list_my_predictions, aws_function="predict_proxy", query=("limit",),
+          responses={200: ("MyPredictions", "the caller's records"), **_BAD_REQUEST, **_AUTH_ERRORS}),
+    Route("GET", "/v1/models", "listModels",
+          "Every model trained, newest first: metrics, data, gate decision, and the champion",
+          auth=True, function=api.list_models, aws_function="predict_proxy",
+          responses={200: ("ModelHistory", "the history of every model"), **_AUTH_ERRORS}),
+    Route("GET", "/v1/models/current", "getCurrentModel",
+          "The model in service: version, metrics, the data it was trained on",
+          auth=True, function=api.get_current_model, aws_function="predict_proxy",
+          responses={200: ("ModelInfo", "the champion"), **_AUTH_ERRORS, **_NO_MODEL}),
+    Route("GET", "/v1/models/current/card", "getCurrentModelCard",
+          "The model card of the model in service (Markdown) and its predicted-vs-actual plot",
+          auth=True, function=api.get_current_model_card, aws_function="predict_proxy",
+          responses={200: ("ModelCard", "the champion's model card"), **_AUTH_ERRORS, **_NO_MODEL}),
+    Route("GET", "/v1/diamonds/similar", "listSimilarDiamonds",
+          "The n stones of the data with the same grades and the nearest carat",
+          auth=True, function=api.list_similar, aws_function="similar", logged=True,
+          query=("carat", "cut", "color", "clarity", "n"),
+          responses={200: ("SimilarResponse", "the nearest stones"), **_BAD_REQUEST, **_AUTH_ERRORS}),
+    Route("GET", "/v1/openapi.json", "getOpenApi", "This document",
+          auth=False, function=api.get_openapi, aws_function="predict_proxy",
+          responses={200: (None, "the OpenAPI document")}),
+    Route("GET", "/v1/health", "getHealth", "Liveness of the API",
+          auth=False, function=api.get_health, aws_function="predict_proxy",
+          responses={200: ("Health", "healthy")}),
+)
 
-
-def header(response: Mapping[str, Any], name: str) -> str | None:
-    """A header of a Lambda proxy response (``headers`` or ``multiValueHeaders``), any case."""
-    wanted = name.lower()
-    for key, value in (response.get("headers") or {}).items():
-        if key.lower() == wanted:
-            return str(value)
-    for key, values in (response.get("multiValueHeaders") or {}).items():
-        if key.lower() == wanted and values:
-            return str(values[0])
-    return None
-
-
-def record_request(
-    metrics: Any,
-    event: Mapping[str, Any],
-    response: Mapping[str, Any],
-    started: float,
-    *,
-    now: float | None = None,
-) -> None:
-    """Count one request in ``metrics`` (powertools Metrics): Requests, LatencyMs, 4xx, 5xx.
-
-    Dimensions: route (``"POST /v1/predictions"``, the API resource, never the raw path) and
-    model_version (from the response's X-Model-Version header, "none" when no model answered).
-    """
-    from aws_lambda_powertools.metrics import MetricUnit
-
-    status = int(response.get("statusCode") or 500)
-    route = f"{event.get('httpMethod', '?')} {event.get('resource') or event.get('path', '?')}"
-    metrics.add_dimension(name="route", value=route)
-    metrics.add_dimension(name="model_version", value=header(response, MODEL_VERSION_HEADER) or "none")
-    elapsed_ms = ((time.perf_counter() if now is None else now) - started) * 1000.0
-    metrics.add_metric(name="Requests", unit=MetricUnit.Count, value=1)
-    metrics.add_metric(name="LatencyMs", unit=MetricUnit.Milliseconds, value=round(elapsed_ms, 3))
-    metrics.add_metric(name="ClientErrors", unit=MetricUnit.Count, value=int(400 <= status < 500))
-    metrics.add_metric(name="ServerErrors", unit=MetricUnit.Count, value=int(status >= 500))
+_BY_KEY: dict[tuple[str, str], Route] = {(r.method, r.path): r for r in ROUTES}
 
 
-def claims_sub(event: Mapping[str, Any]) -> str:
-    """The caller: the ``sub`` claim the Cognito authorizer put in a REST proxy event ("" if none)."""
-    authorizer = (event.get("requestContext") or {}).get("authorizer") or {}
-    return str((authorizer.get("claims") or {}).get("sub") or "")
+def find(method: str, path: str) -> tuple[Route | None, bool]:
+    """The route of ``method path`` and whether the path exists (under another method, if None)."""
+    clean = "/" + path.strip("/") if path.strip("/") else "/"
+    route = _BY_KEY.get((method.upper(), clean))
+    return route, route is not None or any(r.path == clean for r in ROUTES)
 
 
-def proxy_log_record(
-    event: Mapping[str, Any],
-    response: Mapping[str, Any],
-    started: float,
-    *,
-    ttl_days: int = 90,
-    now: float | None = None,
-) -> dict[str, Any]:
-    """The prediction log record of a REST proxy request that is not a prediction (a query)."""
-    import json
+def for_lambda(function: str) -> list[Route]:
+    """The routes one Lambda serves behind API Gateway."""
+    return [r for r in ROUTES if r.aws_function == function]
 
-    from gemcast.api import log_record
 
-    try:
-        answer: Any = json.loads(response.get("body") or "null")
-    except ValueError:
-        answer = {"unparsed_body": response.get("body")}
-    context = event.get("requestContext") or {}
-    return log_record(
-        request_id=str(context.get("requestId") or ""),
-        caller=claims_sub(event),
-        route=f"{event.get('httpMethod', '?')} {event.get('resource') or event.get('path', '?')}",
-        request={"query": event.get("queryStringParameters") or {}, "body": event.get("body")},
-        response=answer,
-        status=int(response.get("statusCode") or 500),
-        model_version=None,
-        latency_ms=((time.perf_counter() if now is None else now) - started) * 1000.0,
-        ttl_days=ttl_days,
-    )
+def by_operation(operation_id: str) -> Route:
+    """A route by its OpenAPI operationId (what clients such as the web page call it)."""
+    for route in ROUTES:
+        if route.operation_id == operation_id:
+            return route
+    raise KeyError(f"no route with operationId {operation_id!r}")
+
+
+def table() -> list[dict[str, Any]]:
+    """The table as plain data (docs, tests, the deploy configuration check)."""
+    return [{"method": r.method, "path": r.path, "operation_id": r.operation_id, "auth": r.auth,
+             "aws_function": r.aws_function, "logged": r.logged, "summary": r.summary} for r in ROUTES]

@@ -3,9 +3,12 @@ what the functions rely on when things go wrong (Firestore down, the endpoint do
 
 from __future__ import annotations
 
+import json
 import random
+import threading
 import time
 from collections.abc import Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -18,7 +21,7 @@ from gemcast.gcp import (
     VertexEndpoint,
     endpoint_path,
     from_document,
-    prediction_client,
+    vertex_session,
 )
 from gemcast.inventory import group_key
 from gemcast_local.gcp_stack import ENDPOINT_ID, PROJECT, REGION, ServingProcess
@@ -84,8 +87,7 @@ def test_the_structured_fallback_line_is_one_json_object_on_stderr(
 
 
 def test_the_vertex_client_reaches_the_serving_process_on_the_rest_path(serving: ServingProcess) -> None:
-    endpoint = VertexEndpoint(prediction_client(serving.url, 5.0),
-                              endpoint_path(PROJECT, REGION, ENDPOINT_ID))
+    endpoint = VertexEndpoint(vertex_session(serving.url), serving.url, endpoint_path(PROJECT, REGION, ENDPOINT_ID))
 
     answer = endpoint.invoke([STONE, {**STONE, "carat": 1.5, "x": 7.3, "y": 7.35, "z": 4.52}])
 
@@ -96,13 +98,71 @@ def test_the_vertex_client_reaches_the_serving_process_on_the_rest_path(serving:
 
 def test_an_unreachable_endpoint_is_a_503_within_the_timeout() -> None:
     url = f"http://127.0.0.1:{free_port()}"
-    endpoint = VertexEndpoint(prediction_client(url, 1.0), endpoint_path(PROJECT, REGION, ENDPOINT_ID),
-                              timeout_s=1.0)
+    endpoint = VertexEndpoint(vertex_session(url), url, endpoint_path(PROJECT, REGION, ENDPOINT_ID), timeout_s=1.0)
 
     with pytest.raises(EndpointError) as caught:
         endpoint.invoke([STONE])
     assert caught.value.status == 503
     assert url not in caught.value.public_message
+
+
+class _VertexAnswers(BaseHTTPRequestHandler):
+    """Answers ``:predict`` as Vertex AI does when things go wrong: google.rpc.Status JSON."""
+
+    answers: list[tuple[int, bytes, float]] = []
+    calls: list[str] = []
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        pass
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        type(self).calls.append(self.path)
+        status, body, delay = type(self).answers.pop(0) if type(self).answers else (200, b"{}", 0.0)
+        time.sleep(delay)
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def rpc_status(code: int, status: str, message: str) -> bytes:
+    return json.dumps({"error": {"code": code, "message": message, "status": status}}).encode()
+
+
+@pytest.mark.parametrize(("answers", "status", "calls"), [
+    ([(429, rpc_status(429, "RESOURCE_EXHAUSTED", "quota"), 0.0)] * 3, 503, 3),  # retried, then 503
+    ([(503, rpc_status(503, "UNAVAILABLE", "warming up"), 0.0),
+      (200, b'{"predictions": [{"price": 1.0}], "deployedModelId": "7"}', 0.0)], None, 2),
+    ([(500, rpc_status(500, "INTERNAL", "the container failed"), 0.0)], 503, 1),
+    ([(400, rpc_status(400, "INVALID_ARGUMENT", "bad instances"), 0.0)], 502, 1),
+    ([(404, rpc_status(404, "NOT_FOUND", "no endpoint"), 0.0)], 502, 1),
+    ([(200, b"not json", 0.0)], 502, 1),
+    ([(200, b'{"predictions": "none"}', 0.0)], 502, 1),
+    ([(200, b"{}", 2.0)], 503, 1),  # slower than the budget
+])
+def test_vertex_error_answers_become_endpoint_errors_as_on_sagemaker(
+        answers: list[tuple[int, bytes, float]], status: int | None, calls: int) -> None:
+    _VertexAnswers.answers, _VertexAnswers.calls = list(answers), []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _VertexAnswers)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    endpoint = VertexEndpoint(vertex_session(url), url, endpoint_path(PROJECT, REGION, ENDPOINT_ID),
+                              timeout_s=1.0, sleep=lambda _s: None)
+    try:
+        if status is None:
+            assert endpoint.invoke([STONE]) == {"predictions": [{"price": 1.0}], "model_version": "7"}
+        else:
+            with pytest.raises(EndpointError) as caught:
+                endpoint.invoke([STONE])
+            assert caught.value.status == status
+            assert "the model endpoint" in caught.value.public_message
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(_VertexAnswers.calls) == calls
+    assert set(_VertexAnswers.calls) == {f"/v1/{endpoint_path(PROJECT, REGION, ENDPOINT_ID)}:predict"}
 
 
 def test_similar_uses_two_range_queries_and_matches_a_full_sort(firestore_env: dict[str, str]) -> None:

@@ -37,7 +37,7 @@ def monitoring() -> Iterator[MonitoringStandIn]:
 @pytest.fixture(scope="module")
 def functions(firestore_emulator: FirestoreEmulator, gcs_emulator: GcsEmulator, vertex_jobs: LocalVertexJobs,
               monitoring: MonitoringStandIn) -> Iterator[dict[str, FunctionServer]]:
-    env = function_env(emulators={**firestore_emulator.env(), **gcs_emulator.env()}, certs_url="http://127.0.0.1:9/",
+    env = function_env(emulators={**firestore_emulator.env(), **gcs_emulator.env()},
                        vertex_api_endpoint=vertex_jobs.url, MONITORING_API_ENDPOINT=monitoring.url)
     servers = {target: FunctionServer(target, env=env) for target in ("check_drift", "retrain_on_drift")}
     group = ServerGroup()

@@ -1,9 +1,11 @@
 """Each Cloud Function as deployed: gcp/functions/main.py under functions-framework, driven by
-the events/gcp/ fixtures over HTTP, against the Firestore and Cloud Storage emulators, the local
-Identity Platform issuer, the serving process (Vertex AI endpoint) and the CustomJob stand-in."""
+the events/gcp/ fixtures over HTTP, against the Firestore, Cloud Storage and Firebase Auth
+emulators, the serving process (Vertex AI endpoint) and the CustomJob stand-in. The Auth
+emulator calls the blocking functions on sign-up and sign-in, as Identity Platform does."""
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from typing import Any
@@ -13,8 +15,9 @@ import pytest
 from gemcast.gcp import FirestoreInventory, from_document
 from gemcast.ingest import ingest_object
 from gemcast.storage import GCSStorage
-from gemcast_local.gcp_stack import BUCKET, LocalIdentity, post_cloud_event, storage_event
-from tests.shared.fixtures import GcpTestEnv, data_file
+from gemcast_local.gcp_stack import BUCKET, IdentityError, post_cloud_event, storage_event
+from tests.shared.fixtures import GcpTestEnv, Identity, data_file
+from tests.shared.signing import SigningKey
 from tests.shared.stack import MODEL_VERSION, call_function, gcp_event
 
 DIAMONDS = data_file().read_bytes()
@@ -107,50 +110,73 @@ def logged(env: GcpTestEnv, timeout_s: float = 10) -> list[dict[str, Any]]:
         time.sleep(0.1)
 
 
-def test_predict_prices_a_stone_and_logs_it_under_the_token_subject(gcp: GcpTestEnv,
-                                                                     identity: LocalIdentity) -> None:
-    token = identity.id_token("user-123", email="ana@example.com")
+def claims_of(token: str) -> dict[str, Any]:
+    payload = token.split(".")[1]
+    return dict(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))))
 
-    answer = call_function(gcp.url("predict"), "predict_one_stone", token)
+
+def unsigned(claims: dict[str, Any]) -> str:
+    """A token shaped like the emulator's (alg none) with other claims: what a forger sends."""
+    def part(value: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+    return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}."
+
+
+def test_predict_prices_a_stone_and_logs_it_under_the_token_subject(gcp: GcpTestEnv,
+                                                                     identity: Identity) -> None:
+    user = identity.user("ana@example.com")
+
+    answer = call_function(gcp.url("api"), "predict_one_stone", user["idToken"])
 
     assert answer.status_code == 200, answer.text
     body = answer.json()
     assert body["model_version"] == MODEL_VERSION == answer.headers["X-Model-Version"]
     assert body["price"] == 3000.0 and body["reasons"]  # tiny model: carat <= 1, clarity above SI1
     (record,) = logged(gcp)
-    assert record["caller"] == "user-123" and "ana@example.com" not in json.dumps(record)
+    assert record["caller"] == user["localId"] and "ana@example.com" not in json.dumps(record)
     assert record["request_id"] == body["request_id"]
     assert record["status"] == 200 and record["route"] == "POST /v1/predictions"
     assert record["request"] == json.loads(gcp_event("predict_one_stone")["body"])
     assert record["response"] == body and record["model_version"] == MODEL_VERSION
 
 
-@pytest.mark.parametrize("case", ["missing", "foreign key", "expired", "other audience", "not a jwt"])
-def test_predict_and_similar_refuse_a_missing_or_bad_token(gcp: GcpTestEnv, identity: LocalIdentity,
-                                                           case: str) -> None:
-    stranger = LocalIdentity(identity.project)  # same claims, a key the certs URL does not list
+@pytest.mark.parametrize("case", ["missing", "signed by a stranger", "expired", "other audience",
+                                  "other issuer", "not a jwt"])
+def test_the_api_refuses_a_missing_or_bad_token(gcp: GcpTestEnv, identity: Identity, case: str) -> None:
+    good = claims_of(identity.id_token())
+    stranger = SigningKey(identity.project, serve=False)
     token = {
         "missing": None,
-        "foreign key": stranger.id_token("user-123"),
-        "expired": identity.id_token("user-123", now=time.time() - 7200),
-        "other audience": identity.id_token("user-123", audience="someone-elses-project"),
+        "signed by a stranger": stranger.id_token(good["sub"]),
+        "expired": unsigned({**good, "iat": good["iat"] - 7200, "exp": good["iat"] - 3600}),
+        "other audience": unsigned({**good, "aud": "someone-elses-project"}),
+        "other issuer": unsigned({**good, "iss": "https://securetoken.google.com/someone-else"}),
         "not a jwt": "abc.def",
     }[case]
 
-    for target, fixture in (("predict", "predict_one_stone"), ("similar", "similar_ok")):
-        answer = call_function(gcp.url(target), fixture, token)
-        assert answer.status_code == 401, (target, answer.text)
+    for fixture in ("predict_one_stone", "similar_ok"):
+        answer = call_function(gcp.url("api"), fixture, token)
+        assert answer.status_code == 401, (fixture, answer.text)
         assert answer.json() == {"message": "Unauthorized"}
     assert logged(gcp, timeout_s=0) == []
 
 
+def test_the_api_routes_by_path_and_names_what_it_does_not_serve(gcp: GcpTestEnv) -> None:
+    assert call_function(gcp.url("api"), {"method": "GET", "path": "/v1/health"}).json() == {"status": "ok"}
+    unknown = call_function(gcp.url("api"), {"method": "GET", "path": "/v1/nothing"})
+    wrong_method = call_function(gcp.url("api"), {"method": "DELETE", "path": "/v1/predictions"})
+
+    assert unknown.status_code == 404 and "GET /v1/nothing" in unknown.json()["error"]["message"]
+    assert wrong_method.status_code == 405
+
+
 # -- similar -----------------------------------------------------------------------------------------
-def test_similar_returns_the_n_nearest_stones_of_the_same_grades(gcp: GcpTestEnv,
-                                                                 identity: LocalIdentity) -> None:
+def test_similar_returns_the_n_nearest_stones_of_the_same_grades(gcp: GcpTestEnv, identity: Identity) -> None:
     load_inventory(gcp, SMALL_BATCH)
     query = gcp_event("similar_ok")["query"]
 
-    answer = call_function(gcp.url("similar"), "similar_ok", identity.id_token("user-123"))
+    answer = call_function(gcp.url("api"), "similar_ok", identity.id_token())
 
     assert answer.status_code == 200, answer.text
     body = answer.json()
@@ -160,60 +186,55 @@ def test_similar_returns_the_n_nearest_stones_of_the_same_grades(gcp: GcpTestEnv
     assert body["count"] == len(body["stones"]) == min(3, len(same))
     assert [abs(s["carat"] - 0.7) for s in body["stones"]] == pytest.approx(expected)
     assert {(s["cut"], s["color"], s["clarity"]) for s in body["stones"]} == {("Ideal", "E", "VS1")}
+    (record,) = logged(gcp)  # logged like predictions, as on AWS
+    assert record["route"] == "GET /v1/diamonds/similar" and record["request"] == {"query": query}
 
 
-def test_similar_names_an_unknown_category(gcp: GcpTestEnv, identity: LocalIdentity) -> None:
-    answer = call_function(gcp.url("similar"), "similar_unknown_category", identity.id_token("user-123"))
+def test_similar_names_an_unknown_category(gcp: GcpTestEnv, identity: Identity) -> None:
+    answer = call_function(gcp.url("api"), "similar_unknown_category", identity.id_token())
 
     assert answer.status_code == 400
     assert set(answer.json()["error"]["fields"]) == {"cut"}
 
 
-# -- Identity Platform blocking functions -------------------------------------------------------------
-def blocking(env: GcpTestEnv, identity: LocalIdentity, target: str, fixture: str) -> Any:
-    claims = gcp_event(fixture)
-    token = identity.blocking_token(claims["event_type"], claims["user_record"])
-    request = {"method": "POST", "headers": {"Content-Type": "application/json"},
-               "body": json.dumps({"data": {"jwt": token}})}
-    return call_function(env.functions.url(target), request)
+# -- Identity Platform blocking functions, called by the Auth emulator --------------------------------
+def test_sign_up_runs_before_create_which_gives_the_default_tier(gcp: GcpTestEnv, identity: Identity) -> None:
+    token = identity.id_token(f"new-{time.monotonic_ns()}@example.com")
+
+    assert claims_of(token)["tier"] == "standard"
 
 
-def test_before_create_admits_allowed_domains_with_the_default_tier(gcp_functions: Any,
-                                                                    identity: LocalIdentity) -> None:
-    env = GcpTestEnv(gcp_functions, None, None, None)
+def test_before_create_refuses_a_domain_outside_the_allowed_ones(gcp: GcpTestEnv, identity: Identity) -> None:
+    with pytest.raises(IdentityError) as refused:
+        identity.emulator.sign_up(f"someone-{time.monotonic_ns()}@elsewhere.org", "Parity-Test-2024")
 
-    allowed = blocking(env, identity, "before_create", "before_create_allowed")
-    denied = blocking(env, identity, "before_create", "before_create_denied")
-
-    assert allowed.status_code == 200
-    assert allowed.json() == {"userRecord": {"customClaims": {"tier": "standard"},
-                                             "updateMask": "customClaims"}}
-    assert denied.status_code == 403
-    assert denied.json()["error"]["status"] == "PERMISSION_DENIED"
-    assert "elsewhere.org" in denied.json()["error"]["message"]
+    assert "PERMISSION_DENIED" in str(refused.value) and "elsewhere.org" in str(refused.value)
 
 
-def test_before_sign_in_puts_the_tier_claim_in_the_token(gcp_functions: Any, identity: LocalIdentity) -> None:
-    env = GcpTestEnv(gcp_functions, None, None, None)
+def test_before_sign_in_puts_the_users_own_tier_in_the_token(gcp: GcpTestEnv, identity: Identity) -> None:
+    email = f"premium-{time.monotonic_ns()}@example.com"
+    user = identity.user(email)
+    identity.emulator.set_custom_claims(user["localId"], {"tier": "premium"})
 
-    default = blocking(env, identity, "before_sign_in", "before_sign_in_default_tier")
-    premium = blocking(env, identity, "before_sign_in", "before_sign_in_premium")
-
-    assert default.json()["userRecord"]["sessionClaims"] == {"tier": "standard"}
-    assert premium.json()["userRecord"]["sessionClaims"] == {"tier": "premium"}
+    assert claims_of(identity.id_token(email))["tier"] == "premium"
 
 
-def test_blocking_functions_refuse_a_token_not_from_identity_platform(gcp_functions: Any,
-                                                                     identity: LocalIdentity) -> None:
-    env = GcpTestEnv(gcp_functions, None, None, None)
-    stranger = LocalIdentity(identity.project)
+def test_blocking_functions_refuse_a_token_not_from_identity_platform(gcp_functions: Any) -> None:
     claims = gcp_event("before_create_allowed")
-    forged = stranger.blocking_token("beforeCreate", claims["user_record"])
-    wrong_event = identity.blocking_token("beforeSignIn", claims["user_record"])
+    moment = int(time.time())
+    base = {"iss": "https://securetoken.google.com/demo-gemcast-local", "aud": gcp_functions.url("before_create"),
+            "iat": moment, "exp": moment + 60, "sub": claims["user_record"]["uid"],
+            "user_record": claims["user_record"]}
+    signed = SigningKey("demo-gemcast-local", serve=False).blocking_token("beforeCreate", claims["user_record"])
+    cases = {
+        "signed by a stranger": (signed, 401),
+        "other issuer": (unsigned({**base, "event_type": "beforeCreate", "iss": "https://example.org"}), 401),
+        "other event": (unsigned({**base, "event_type": "beforeSignIn"}), 400),
+    }
 
-    for token, status in ((forged, 401), (wrong_event, 400)):
-        answer = call_function(env.functions.url("before_create"), {
+    for name, (token, status) in cases.items():
+        answer = call_function(gcp_functions.url("before_create"), {
             "method": "POST", "headers": {"Content-Type": "application/json"},
             "body": json.dumps({"data": {"jwt": token}})})
-        assert answer.status_code == status, answer.text
+        assert answer.status_code == status, (name, answer.text)
         assert "userRecord" not in answer.json()
