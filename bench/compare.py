@@ -16,9 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import RESULTS, print_table, write_result
+from bench.common import RESULTS, print_table, time_calls, write_result
+from gemcast import intervals
 from gemcast.pipeline import load_dataset
-from gemcast.training import _validation_mask, metrics, split_indices
+from gemcast.training import _validation_mask, calibration_mask, metrics, split_indices
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "diamonds_large.csv"
 TRIALS = 16
@@ -56,28 +57,51 @@ def run() -> dict[str, Any]:
     X_list, y_list = clean.matrix()
     X, y = np.asarray(X_list, dtype=float), np.asarray(y_list, dtype=float)
     train_idx, test_idx = split_indices(clean.accepted)
-    val = _validation_mask([clean.accepted[i] for i in train_idx])
+    cal = calibration_mask([clean.accepted[i] for i in train_idx])
+    fit_idx, cal_idx = train_idx[~cal], train_idx[cal]
+    val = _validation_mask([clean.accepted[i] for i in fit_idx])
     t0 = time.perf_counter()
-    model, params = tuned_xgboost(X[train_idx], y[train_idx], val)
+    model, params = tuned_xgboost(X[fit_idx], y[fit_idx], val)
     xgb_seconds = time.perf_counter() - t0
-    xgb_metrics = metrics(y[test_idx], np.exp(model.predict(X[test_idx])))
+    log_test = model.predict(X[test_idx]).astype(float)
+    xgb_metrics = metrics(y[test_idx], np.exp(log_test))
+    table = intervals.calibrate(model.predict(X[cal_idx]).astype(float), np.log(y[cal_idx]))
+    xgb_ranges = intervals.evaluate(table, log_test, y[test_idx])
+    one = X[test_idx[:1]]
+    xgb_one = time_calls(lambda: model.predict(one), repeat=300)
+    booster = model.get_booster()
+    import xgboost as xgb
+
+    dmatrix = xgb.DMatrix(one)
+    xgb_shap = time_calls(lambda: booster.predict(dmatrix, pred_contribs=True), repeat=300)
     ours_file = RESULTS / "training.json"
     if not ours_file.is_file():
         from bench import training
 
         training.run()
     ours = json.loads(ours_file.read_text())
-    result = {"xgboost": {"metrics": xgb_metrics, "params": params, "seconds": round(xgb_seconds, 1)},
-              "gemcast": {"metrics": ours["metrics"], "seconds": ours["training_seconds"], "version": ours["version"]}}
+    result = {"xgboost": {"metrics": xgb_metrics, "params": params, "seconds": round(xgb_seconds, 1),
+                          "ranges": xgb_ranges, "predict_1_stone": xgb_one, "shap_1_stone": xgb_shap},
+              "gemcast": {"metrics": ours["metrics"], "seconds": ours["training_seconds"], "version": ours["version"],
+                          "ranges": ours.get("ranges"), "answer_1_stone": ours.get("answer_1_stone")}}
     write_result("compare", result)
     g = ours["metrics"]
+    rows = [
+        ("MAE   gemcast / XGBoost", f"${g['mae']:.2f} / ${xgb_metrics['mae']:.2f}", "lower is better"),
+        ("MAPE  gemcast / XGBoost", f"{g['mape']:.3f} % / {xgb_metrics['mape']:.3f} %", ""),
+        ("RMSE  gemcast / XGBoost", f"${g['rmse']:.2f} / ${xgb_metrics['rmse']:.2f}", ""),
+        ("training seconds gemcast / XGBoost", f"{ours['training_seconds']:.1f} / {xgb_seconds:.1f}", ""),
+    ]
+    for c, r in (ours.get("ranges") or {}).items():
+        x = xgb_ranges.get(c)
+        if x:
+            rows.append((f"{c} % range inside  gemcast / XGBoost", f"{r['covered']:.1f} % / {x['covered']:.1f} %",
+                         f"stated {c} %"))
+            rows.append((f"{c} % range median width  gemcast / XGBoost",
+                         f"{r['median_width_pct']:.1f} % / {x['median_width_pct']:.1f} %", "narrower is better"))
+    if ours.get("answer_1_stone"):
+        rows.append(("1 stone price + reasons p50  gemcast (+ range) / XGBoost (pred_contribs)",
+                     f"{ours['answer_1_stone']['p50_ms']:.3f} / {xgb_shap['p50_ms']:.3f} ms", ""))
     print_table(
-        f"gemcast against a tuned XGBoost, same split of {DATA.name} ({xgb_metrics['n']} held-out stones)",
-        [
-            ("MAE   gemcast / XGBoost", f"${g['mae']:.2f} / ${xgb_metrics['mae']:.2f}", "lower is better"),
-            ("MAPE  gemcast / XGBoost", f"{g['mape']:.3f} % / {xgb_metrics['mape']:.3f} %", ""),
-            ("RMSE  gemcast / XGBoost", f"${g['rmse']:.2f} / ${xgb_metrics['rmse']:.2f}", ""),
-            ("training seconds gemcast / XGBoost", f"{ours['training_seconds']:.1f} / {xgb_seconds:.1f}", ""),
-        ],
-    )
+        f"gemcast against a tuned XGBoost, same split of {DATA.name} ({xgb_metrics['n']} held-out stones)", rows)
     return result

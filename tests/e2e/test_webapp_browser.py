@@ -179,13 +179,34 @@ def test_sign_in_price_a_stone_and_read_why(site: Site, new_page: Any) -> None:
     price = page.locator("#price").inner_text()
     assert re.fullmatch(r"\$\d{1,3}(,\d{3})*", price), price
     assert page.locator("#model-version").inner_text().strip()
+    # The range around the price, at the default 80 %.
+    low = _dollars(page.locator("#range-low").inner_text())
+    high = _dollars(page.locator("#range-high").inner_text())
+    assert low < _dollars(price) < high
+    assert "80 % of stones" in page.locator("#price-range").inner_text()
+    # The reasons as a buyer reads them: five groups, each with what it means.
+    groups = page.locator("#reason-groups tbody tr")
+    assert [groups.nth(i).locator("th").inner_text().split("\n")[0] for i in range(groups.count())] == [
+        "Size", "Color", "Clarity", "Cut", "Proportions"]
+    assert "E: colorless" in page.locator("#reason-groups").inner_text()
+    assert re.search(r"[+−]\$[\d,]+", groups.first.locator(".effect").inner_text())
+    # The per-input values behind them, in the details fold.
+    page.locator("#reason-details summary").click()
     reasons = page.locator("#reasons tbody tr")
-    assert reasons.count() >= 3
+    assert reasons.count() >= 9
     assert re.search(r"[+−]\$[\d,]+", reasons.first.locator(".effect").inner_text())
+    # What if: the neighbouring grades and the next carat milestone (0.7 ct is just under 0.75).
+    what_if = page.locator("#what-if").inner_text()
+    assert "Color one grade up" in what_if and "E → D" in what_if
+    assert "0.75 ct" in what_if
     comparables = page.locator("#similar tbody tr")
     assert comparables.count() >= 1
     assert "Ideal" in comparables.first.inner_text() and "$" in comparables.first.inner_text()
     shot(page, "03-priced-desktop", site)
+
+
+def _dollars(text: str) -> int:
+    return int(text.strip().lstrip("$").replace(",", ""))
 
 
 def test_the_answer_reads_on_a_phone(site: Site, new_page: Any) -> None:

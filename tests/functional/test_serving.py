@@ -187,7 +187,9 @@ def test_vertex_parameters_are_read_as_written_and_instances_may_be_lists_of_val
     answer = invoke(f"{server.url}{VERTEX}", {"instances": [values, values[:3]], "parameters": {"reasons": "false"}})
     assert answer.status_code == 200
     listed, short = answer.json()["predictions"]
-    assert listed == {"price": invoke(f"{server.url}/invocations", STONE).json()["predictions"][0]["price"]}
+    # no reasons: the price and its range only
+    assert listed.keys() == {"price", "price_range"}
+    assert listed["price"] == invoke(f"{server.url}/invocations", STONE).json()["predictions"][0]["price"]
     assert "9 values" in short["error"]["message"]
     answer = invoke(f"{server.url}{VERTEX}", {"instances": [STONE], "parameters": {"reasons": "maybe"}})
     assert answer.status_code == 400 and answer.json()["error"]["status"] == "INVALID_ARGUMENT"

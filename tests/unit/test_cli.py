@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from gemcast.cli import main
-from gemcast.model import DEFAULT_INPUTS
+from gemcast.training import GBM_INPUTS
 
 DATA = str(Path(__file__).resolve().parents[2] / "data" / "diamonds.csv")
 STONE = '{"carat": 0.7, "cut": "Ideal", "color": "E", "clarity": "VS1", "depth": 61.8, "table": 56, ' \
@@ -51,8 +51,8 @@ def test_predict_prints_price_and_reasons(registry, capsys):
     assert main(["predict", "--registry", registry, "--json", STONE]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["price"] > 0
-    # one reason per model input: the nine features and the derived ones (x/y, carat/xyz)
-    assert {r["feature"] for r in out["reasons"]} == set(DEFAULT_INPUTS)
+    # one reason per model input: the nine features and the derived ones (x/y, carat/xyz, ...)
+    assert {r["feature"] for r in out["reasons"]} == set(GBM_INPUTS)
     total = sum(r["effect_usd"] for r in out["reasons"])
     assert total == pytest.approx(out["price"] - out["base_price"], abs=0.1)
 

@@ -142,17 +142,30 @@ class ReasonBar:
 def reason_bars(reasons: Any) -> list[ReasonBar]:
     """Diverging bars around a centre line at 100: right raises the price, left lowers it."""
     rows = [r for r in reasons or [] if isinstance(r, Mapping) and "feature" in r]
-    biggest = max((abs(float(r.get("effect_usd") or 0.0)) for r in rows), default=0.0) or 1.0
+    return _bars(
+        [(str(r["feature"]), LABELS.get(str(r["feature"]), str(r["feature"])),
+          shown_value(str(r["feature"]), r.get("value")), r) for r in rows]
+    )
+
+
+def group_bars(groups: Any) -> list[ReasonBar]:
+    """The grouped reasons (size, color, clarity, cut, proportions) as bars, each with its meaning."""
+    rows = [g for g in groups or [] if isinstance(g, Mapping) and "group" in g]
+    return _bars([(str(g["group"]), str(g.get("label") or g["group"]), str(g.get("meaning") or ""), g)
+                  for g in rows])
+
+
+def _bars(rows: list[tuple[str, str, str, Mapping[str, Any]]]) -> list[ReasonBar]:
+    biggest = max((abs(float(r.get("effect_usd") or 0.0)) for *_, r in rows), default=0.0) or 1.0
     bars = []
-    for r in rows:
+    for feature, label, value, r in rows:
         usd = float(r.get("effect_usd") or 0.0)
         width = max(abs(usd) / biggest * 98.0, 0.5)
-        feature = str(r["feature"])
         bars.append(
             ReasonBar(
                 feature=feature,
-                label=LABELS.get(feature, feature),
-                value=shown_value(feature, r.get("value")),
+                label=label,
+                value=value,
                 effect_usd=usd,
                 effect_pct=float(r.get("effect_pct") or 0.0),
                 x=100.0 if usd >= 0 else 100.0 - width,
@@ -160,3 +173,24 @@ def reason_bars(reasons: Any) -> list[ReasonBar]:
             )
         )
     return bars
+
+
+WHAT_IF_LABELS = {"color": "Color", "clarity": "Clarity", "cut": "Cut", "carat": "Weight"}
+
+
+def what_if_rows(entries: Any) -> list[dict[str, str]]:
+    """The what-if table's rows: what changes, from and to, the price and the difference."""
+    rows = []
+    for e in entries or []:
+        if not isinstance(e, Mapping) or "change" not in e:
+            continue
+        change = str(e["change"])
+        unit = " ct" if change == "carat" else ""
+        rows.append({
+            "change": f"{WHAT_IF_LABELS.get(change, change)} one grade {e.get('direction')}"
+            if change != "carat" else "Weight at the next milestone",
+            "from_to": f"{e.get('from')}{unit} → {e.get('to')}{unit}",
+            "price": e.get("price"),
+            "delta": e.get("delta_usd"),
+        })
+    return rows

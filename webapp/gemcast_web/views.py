@@ -23,12 +23,14 @@ from gemcast_web.sessions import WebSession
 from gemcast_web.stones import (
     DEFAULTS,
     form_fields,
+    group_bars,
     money,
     percent,
     reason_bars,
     shown_value,
     stone_from_form,
     stone_summary,
+    what_if_rows,
 )
 
 bp = Blueprint("web", __name__)
@@ -261,13 +263,19 @@ def price() -> ResponseReturnValue:
         "bars": [],
         "similar": None,
         "similar_error": None,
+        "groups": [],
+        "what_if": [],
+        "coverages": RANGE_COVERAGES,
+        "coverage": _coverage(request.form.get("coverage")),
     }
     if request.method == "GET":
         return render_template("price.html", **page)
     values.update({k: request.form.get(k, "") for k in DEFAULTS})
     stone = stone_from_form(request.form)
     try:
-        answer = call_api(lambda token: web().api.predict(token, stone))
+        # The range at the chosen coverage and the what-if table ride along as parameters.
+        ask = {**stone, "parameters": {"coverage": page["coverage"], "what_if": True}}
+        answer = call_api(lambda token: web().api.predict(token, ask))
     except ApiUnavailableError as exc:
         page["form_error"] = str(exc)
         return render_template("price.html", **page), 503
@@ -277,6 +285,8 @@ def price() -> ResponseReturnValue:
         return render_template("price.html", **page), 400
     page["answer"] = answer.body
     page["bars"] = reason_bars(answer.body.get("reasons"))
+    page["groups"] = group_bars(answer.body.get("reason_groups"))
+    page["what_if"] = what_if_rows(answer.body.get("what_if"))
     settings = web().settings
     try:
         similar = call_api(
@@ -296,6 +306,14 @@ def price() -> ResponseReturnValue:
     except ApiUnavailableError as exc:
         page["similar_error"] = str(exc)
     return render_template("price.html", **page)
+
+
+RANGE_COVERAGES = (50, 80, 95)
+
+
+def _coverage(value: Any) -> int:
+    """The range coverage the form asks for (80 % unless one of RANGE_COVERAGES was chosen)."""
+    return next((c for c in RANGE_COVERAGES if str(c) == str(value)), 80)
 
 
 def _form_level_error(answer: ApiAnswer) -> str:

@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from gemcast.errors import EndpointError, GemcastError, NotFoundError, ValidationError
-from gemcast.predict import parse_instances, validate_stones
+from gemcast.predict import ENVELOPE_KEYS, parse_instances, parse_options, validate_stones
 
 if TYPE_CHECKING:
     from gemcast.registry import Registry
@@ -47,7 +47,7 @@ RETRY_AFTER_S = "5"
 
 
 class EndpointClient(Protocol):
-    def invoke(self, instances: list[dict[str, Any]]) -> dict[str, Any]:
+    def invoke(self, instances: list[dict[str, Any]], parameters: dict[str, Any] | None = None) -> dict[str, Any]:
         """``{"predictions": [...], "model_version": ...}``; raises EndpointError."""
         ...
 
@@ -209,6 +209,12 @@ def price_stones(body: str | bytes | None, endpoint: EndpointClient) -> ApiRespo
     """Validate and price; no logging (see ``handle_predictions``)."""
     try:
         parsed = _parse_body(body)
+        # Passed on to the model server when given (coverage, what_if, reasons), also beside a
+        # single stone's fields; refused here, naming the field, before the endpoint is called.
+        parameters = parsed.get("parameters") if isinstance(parsed, Mapping) else None
+        parse_options(parameters)
+        if parameters is not None and not any(k in parsed for k in ENVELOPE_KEYS):
+            parsed = {k: v for k, v in parsed.items() if k != "parameters"}
         raw_stones, single = parse_instances(parsed)
     except ValidationError as exc:
         return ApiResponse(400, error_body(str(exc), exc.errors))
@@ -220,7 +226,7 @@ def price_stones(body: str | bytes | None, endpoint: EndpointClient) -> ApiRespo
             "error": {"message": f"all {len(raw_stones)} stones are invalid", "fields": {}},
             "predictions": [{"error": e} for e in errors],
         })
-    answer = endpoint.invoke(valid)
+    answer = endpoint.invoke(valid, parameters) if parameters else endpoint.invoke(valid)
     priced = answer.get("predictions")
     if not isinstance(priced, list) or len(priced) != len(valid):
         raise EndpointError("the model endpoint answered with the wrong number of predictions", status=502)

@@ -82,7 +82,7 @@ class SageMakerEndpoint:
         self.client = client
         self.endpoint_name = endpoint_name
 
-    def invoke(self, instances: list[dict[str, Any]]) -> dict[str, Any]:
+    def invoke(self, instances: list[dict[str, Any]], parameters: dict[str, Any] | None = None) -> dict[str, Any]:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
@@ -90,7 +90,7 @@ class SageMakerEndpoint:
                 EndpointName=self.endpoint_name,
                 ContentType="application/json",
                 Accept="application/json",
-                Body=json.dumps({"instances": instances}).encode(),
+                Body=json.dumps({"instances": instances} | ({"parameters": parameters} if parameters else {})).encode(),
             )
             payload = json.loads(response["Body"].read())
         except (ClientError, BotoCoreError) as exc:

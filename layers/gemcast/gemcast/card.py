@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 PLOT_FILE = "pred_vs_actual.svg"
+INTERVAL_PLOT_FILE = "price_ranges.svg"
 
 
 def pred_vs_actual_svg(actual: Sequence[float], predicted: Sequence[float], *, max_points: int = 2500) -> str:
@@ -50,6 +51,66 @@ def pred_vs_actual_svg(actual: Sequence[float], predicted: Sequence[float], *, m
     return "\n".join(parts) + "\n"
 
 
+def interval_svg(ranges: Mapping[str, Mapping[str, float]]) -> str:
+    """Stated against observed coverage of the price ranges on held-out stones, widths beside."""
+    size, pad = 480, 56
+    span = size - 2 * pad
+
+    def pos(share: float, flip: bool) -> float:
+        frac = (share - 40.0) / 60.0  # axes from 40 % to 100 %
+        return pad + (1 - frac) * span if flip else pad + frac * span
+
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {size} {size}" width="{size}" height="{size}" '
+        'role="img" aria-label="Stated against observed coverage of the price ranges on held-out stones">',
+        f'<rect width="{size}" height="{size}" fill="#ffffff"/>',
+        f'<rect x="{pad}" y="{pad}" width="{span}" height="{span}" fill="none" stroke="#333"/>',
+        f'<line x1="{pos(40, False):.1f}" y1="{pos(40, True):.1f}" x2="{pos(100, False):.1f}" '
+        f'y2="{pos(100, True):.1f}" stroke="#999" stroke-dasharray="4 3"/>',
+    ]
+    for t in (40, 50, 60, 70, 80, 90, 100):
+        parts.append(f'<text x="{pos(t, False):.1f}" y="{size - pad + 18}" font-size="11" '
+                     f'text-anchor="middle">{t} %</text>')
+        parts.append(f'<text x="{pad - 6}" y="{pos(t, True) + 4:.1f}" font-size="11" text-anchor="end">{t} %</text>')
+    for r in ranges.values():
+        x, y = pos(float(r["stated"]), False), pos(float(r["covered"]), True)
+        parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="5" fill="#1f6feb"/>')
+        parts.append(f'<text x="{x + 8:.1f}" y="{y + 16:.1f}" font-size="11">{float(r["covered"]):.1f} % inside, '
+                     f'median width {float(r["median_width_pct"]):.1f} %</text>')
+    parts.append(f'<text x="{size / 2}" y="{size - 12}" font-size="13" text-anchor="middle">stated coverage</text>')
+    parts.append(f'<text x="16" y="{size / 2}" font-size="13" text-anchor="middle" '
+                 f'transform="rotate(-90 16 {size / 2})">held-out prices inside the range</text>')
+    parts.append(f'<text x="{size / 2}" y="22" font-size="14" text-anchor="middle">'
+                 f'Price ranges on held-out stones</text>')
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"
+
+
+def _range_section(metrics: Mapping[str, Any], model: Mapping[str, Any]) -> str:
+    ranges = metrics.get("ranges")
+    if not ranges:
+        return ""
+    table = (model.get("metadata") or {}).get("intervals") or {}
+    rows = "\n".join(
+        f"| {r['stated']:.0f} % | {r['covered']:.1f} % | {r['median_width_pct']:.1f} % | "
+        f"{r['p10_width_pct']:.1f} to {r['p90_width_pct']:.1f} % |"
+        for r in ranges.values()
+    )
+    return f"""
+## Price ranges
+Every price comes with a range, {table.get('default', 80)} % by default. Method: split conformal
+prediction on log price ({table.get('method', '')}), calibrated on {table.get('calibration_rows')}
+training rows the model never trained on, in {len(table.get('edges', [])) + 1} bins by predicted
+price, so a range's width depends on the stone. On the held-out rows:
+
+| stated | true prices inside | median width | 10th to 90th percentile width |
+|---|---|---|---|
+{rows}
+
+Width is (high - low) / price. ![Price ranges]({INTERVAL_PLOT_FILE})
+"""
+
+
 def _metric_rows(metrics: Mapping[str, Any]) -> str:
     labels = {"mae": "MAE (USD)", "mape": "MAPE (%)", "rmse": "RMSE (USD)", "r2": "R2", "n": "stones"}
     return "\n".join(f"| {labels.get(k, k)} | {v} |" for k, v in metrics.items())
@@ -82,7 +143,8 @@ Created {manifest.get('created')} by gemcast {manifest.get('libraries', {}).get(
 Predicts the price in US dollars (2008) of a round diamond from its carat, cut, color,
 clarity, depth, table and dimensions x, y, z. The model is a {model.get('kind')} model
 trained on log(price); every prediction comes with the contribution of each feature
-(exact Shapley values of the log-price prediction).
+(exact Shapley values of the log-price prediction), grouped as size, color, clarity, cut and
+proportions (each group the sum of its inputs' Shapley values, see gemcast.reasons).
 
 ## Data
 - source: {data.get('uri')}
@@ -102,7 +164,7 @@ Rejected rows, by reason (each kept with its reasons in `rejected.jsonl`):
 {baseline_text}
 
 ![Predicted against actual price]({PLOT_FILE})
-
+{_range_section(metrics, model)}
 ## Parameters
 {params}
 

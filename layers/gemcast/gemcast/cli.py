@@ -54,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help='a stone or a list of stones as JSON, e.g. \'{"carat": 0.7, "cut": "Ideal", ...}\'')
     predict.add_argument("--version", help="a model version (default: the champion)")
     predict.add_argument("--no-reasons", action="store_true", help="prices only")
+    predict.add_argument("--coverage", type=float, default=80,
+                         help="percent of stones whose true price the range holds: 50, 80, 90 or 95 (default 80)")
+    predict.add_argument("--what-if", action="store_true",
+                         help="also price the stone one grade up and down, and at the next carat milestone")
 
     models = sub.add_parser("models", help="list, show, promote or roll back model versions")
     msub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
@@ -136,9 +140,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from gemcast.predict import Predictor, parse_instances
+    from gemcast.answer import check_coverage
+    from gemcast.predict import Predictor, PriceOptions, parse_instances
     from gemcast.registry import Registry
 
+    coverage = check_coverage(args.coverage)
     try:
         body = json.loads(args.stones)
     except json.JSONDecodeError as exc:
@@ -146,7 +152,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     stones, single = parse_instances(body)
     registry = Registry(args.registry)
     loaded = registry.load(args.version) if args.version else registry.load_champion()
-    results = Predictor(loaded.model, loaded.version).price(stones, reasons=not args.no_reasons)
+    options = PriceOptions(reasons=not args.no_reasons, coverage=coverage, what_if=args.what_if)
+    results = Predictor(loaded.model, loaded.version).price(stones, options)
     out: dict[str, Any] = {"model_version": loaded.version}
     if single:
         out.update(results[0])

@@ -142,17 +142,17 @@ class VertexEndpoint:
         self.backoff_s = backoff_s
         self.sleep = sleep
 
-    def invoke(self, instances: list[dict[str, Any]]) -> dict[str, Any]:
+    def invoke(self, instances: list[dict[str, Any]], parameters: dict[str, Any] | None = None) -> dict[str, Any]:
         import google.auth.exceptions
         import requests
 
+        body: dict[str, Any] = {"instances": instances, **({"parameters": parameters} if parameters else {})}
         deadline = time.monotonic() + self.timeout_s
         response: Any = None
         for attempt in range(1, self.attempts + 1):
             remaining = max(0.05, deadline - time.monotonic())
             try:
-                response = self.session.post(self.url, json={"instances": instances},
-                                             timeout=(min(2.0, remaining), remaining))
+                response = self.session.post(self.url, json=body, timeout=(min(2.0, remaining), remaining))
             except (requests.exceptions.RequestException, google.auth.exceptions.TransportError,
                     google.auth.exceptions.RefreshError) as exc:  # refused, reset, timed out, no token
                 raise EndpointError(f"predict {self.endpoint}: {exc}", status=503) from exc

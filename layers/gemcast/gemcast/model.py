@@ -13,6 +13,12 @@ own description in the array ``__meta__`` (UTF-8 JSON as ``uint8``): ``format``,
 ``format_version``, ``kind``, ``feature_names``, ``target``, ``n_trees`` and, per fitted
 estimator that went into it, its type, weight and parameters (``components``).
 
+Two more metadata keys travel with the model they describe (absent in older files, which
+then answer without them): ``intervals``, the price-range table calibrated on rows the model
+never trained on (``gemcast.intervals``: method, bin edges in predicted log price, and per
+coverage the half-width per bin), and ``typical_stone``, the training data's median stone,
+which the grouped reasons compare a stone with (``gemcast.reasons``).
+
 Every model predicts ``log(price)`` from the 9 features in ``schema.FEATURES`` order, with
 cut, color and clarity as ordinal codes (worst = 0): callers always pass those raw n x 9 rows.
 
@@ -29,7 +35,10 @@ Two kinds exist:
 ``tree_ensemble``: a weighted sum of regression trees plus a constant. One format holds a
 HistGradientBoostingRegressor, a random forest, extra trees, a GradientBoostingRegressor, a
 single tree, or a weighted average of several of them (their trees concatenated, each tree's
-weight multiplied by its model's weight, the constants averaged into one bias)::
+weight multiplied by its model's weight, the constants averaged into one bias). A blend is
+therefore evaluated and explained as one ensemble: the sum of the members' trees is a tree
+ensemble, and its exact Shapley values are the weighted sums of the members' (``components``
+lists each member with its weight and tree count, in tree order)::
 
     tree_feature   int32   (T, M)  input index (into input_names) of a split node; -1 at leaves
                                    and padding
@@ -176,7 +185,7 @@ class DerivedInput:
     compute: Callable[[np.ndarray], np.ndarray]  # checked raw n x 9 rows -> n values
 
 
-_CARAT, _X, _Y, _Z = (FEATURES.index(f) for f in ("carat", "x", "y", "z"))
+_CARAT, _X, _Y, _Z, _DEPTH = (FEATURES.index(f) for f in ("carat", "x", "y", "z", "depth"))
 
 
 def _length_over_width(X: np.ndarray) -> np.ndarray:
@@ -192,6 +201,24 @@ def _carat_per_volume(X: np.ndarray) -> np.ndarray:
         return X[:, _CARAT] / (X[:, _X] * X[:, _Y] * X[:, _Z])
 
 
+def _box_volume(X: np.ndarray) -> np.ndarray:
+    return X[:, _X] * X[:, _Y] * X[:, _Z]
+
+
+def _mean_diameter(X: np.ndarray) -> np.ndarray:
+    return (X[:, _X] + X[:, _Y]) / 2.0
+
+
+def _spread(X: np.ndarray) -> np.ndarray:
+    # carat > 0 for every valid stone.
+    return (X[:, _X] + X[:, _Y]) / 2.0 / np.cbrt(X[:, _CARAT])
+
+
+def _depth_gap(X: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return X[:, _DEPTH] - 200.0 * X[:, _Z] / (X[:, _X] + X[:, _Y])
+
+
 # The registry of derived inputs. A name here is part of the file format: change what one
 # computes and every model file that lists it predicts something else, so add a new name
 # instead.
@@ -201,6 +228,12 @@ def _carat_per_volume(X: np.ndarray) -> np.ndarray:
 #   "carat/xyz"  carats per mm^3 of the x*y*z box: how heavy the stone is for its
 #          measurements (a deep or thick-girdled stone carries weight that does not show
 #          face-up, and is priced below its weight; $258 -> $254 MAE).
+#   "xyz"  the x*y*z box in mm^3 and "(x+y)/2" the mean diameter in mm: size as measured,
+#          beside the weighed carat (with the next two, about $4 of MAE at equal trees).
+#   "spread"  mean diameter over the cube root of the carat: how large the stone looks face-up
+#          for its weight, what a gemologist calls spread (a shallow stone spreads wide).
+#   "depth_gap"  stated depth % minus 2z/(x+y) %: a stated depth that the measurements do not
+#          bear out (a rounding of the grading report, or an out-of-round girdle).
 DERIVED_INPUTS: dict[str, DerivedInput] = {
     "x/y": DerivedInput(
         "x/y", "length / width", "length / width: how round the stone is", _length_over_width
@@ -208,6 +241,14 @@ DERIVED_INPUTS: dict[str, DerivedInput] = {
     "carat/xyz": DerivedInput(
         "carat/xyz", "weight for its size", "carats per cubic mm of x * y * z: weight hidden in the stone",
         _carat_per_volume,
+    ),
+    "xyz": DerivedInput("xyz", "measured volume", "x * y * z in cubic mm: the size the measurements give", _box_volume),
+    "(x+y)/2": DerivedInput("(x+y)/2", "diameter", "mean of length and width in mm", _mean_diameter),
+    "spread": DerivedInput(
+        "spread", "spread", "mean diameter / cube root of carat: how large it looks for its weight", _spread
+    ),
+    "depth_gap": DerivedInput(
+        "depth_gap", "depth check", "stated depth % minus the depth % the measurements give", _depth_gap
     ),
 }
 

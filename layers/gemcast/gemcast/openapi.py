@@ -19,6 +19,7 @@ import functools
 from typing import Any
 
 from gemcast import __version__
+from gemcast.answer import COVERAGES, DEFAULT_COVERAGE
 from gemcast.inventory import DEFAULT_N, MAX_N
 from gemcast.predict import MAX_BATCH
 from gemcast.schema import (
@@ -95,8 +96,49 @@ def components() -> dict[str, Any]:
             "oneOf": [
                 _ref("Stone"),
                 _ref("StoneList"),
-                {"type": "object", "required": ["instances"], "properties": {"instances": _ref("StoneList")}},
+                {"type": "object", "required": ["instances"],
+                 "properties": {"instances": _ref("StoneList"), "parameters": _ref("PredictionParameters")}},
             ],
+        },
+        "PredictionParameters": {
+            "type": "object",
+            "description": "Optional, beside instances (or beside a single stone's fields).",
+            "properties": {
+                "coverage": {"type": "number", "enum": list(COVERAGES), "default": DEFAULT_COVERAGE,
+                             "description": "percent of stones whose true price the range holds"},
+                "what_if": {"type": "boolean", "default": False,
+                            "description": "add the price one grade up and down, and at the next carat milestone"},
+                "reasons": {"type": "boolean", "default": True, "description": "add the reasons"},
+            },
+        },
+        "PriceRange": {
+            "type": "object",
+            "description": "Split conformal range on log price, calibrated on rows the model never trained on.",
+            "properties": {
+                "low": {"type": "number"}, "high": {"type": "number"},
+                "coverage": {"type": "integer", "description": "percent of stones whose true price falls inside"},
+            },
+        },
+        "ReasonGroup": {
+            "type": "object",
+            "description": "The reasons of one group of inputs: the exact sum of their Shapley values.",
+            "properties": {
+                "group": {"type": "string", "enum": ["size", "color", "clarity", "cut", "proportions"]},
+                "label": {"type": "string"},
+                "meaning": {"type": "string", "description": "what the group says of this stone"},
+                "effect_pct": {"type": "number"}, "effect_usd": {"type": "number"},
+                "inputs": {"type": "array", "items": {"type": "string"}, "description": "the inputs it sums"},
+            },
+        },
+        "WhatIf": {
+            "type": "object",
+            "description": "The same stone with one grade or the weight changed, priced by the same model.",
+            "properties": {
+                "change": {"type": "string", "enum": ["color", "clarity", "cut", "carat"]},
+                "direction": {"type": "string", "enum": ["up", "down"]},
+                "from": {}, "to": {}, "price": {"type": "number"},
+                "delta_usd": {"type": "number", "description": "price minus the stone's own price"},
+            },
         },
         "Reason": {
             "type": "object",
@@ -117,7 +159,10 @@ def components() -> dict[str, Any]:
             "properties": {
                 "price": {"type": "number", "description": "predicted price in US dollars"},
                 "base_price": {"type": "number", "description": "the price of an average stone"},
-                "reasons": {"type": "array", "items": _ref("Reason")},
+                "reasons": {"type": "array", "items": _ref("Reason"), "description": "per model input (details)"},
+                "price_range": _ref("PriceRange"),
+                "reason_groups": {"type": "array", "items": _ref("ReasonGroup")},
+                "what_if": {"type": "array", "items": _ref("WhatIf"), "description": "with parameters.what_if"},
             },
         },
         "ErrorDetail": {

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from gemcast import __version__
-from gemcast.card import PLOT_FILE, model_card, pred_vs_actual_svg
+from gemcast.card import INTERVAL_PLOT_FILE, PLOT_FILE, interval_svg, model_card, pred_vs_actual_svg
 from gemcast.cleaning import Cleaner, CleanResult
 from gemcast.drift import SUMMARY_FILE, training_summary
 from gemcast.errors import DatasetError, IntegrityError, NotFoundError
@@ -161,6 +161,10 @@ def run_training(
             champion_version = champion.version
             champion_metrics = metrics(y_test, champion.model.predict(X_test))
         progress.note(f"held out: MAE ${holdout['mae']:.2f}, MAPE {holdout['mape']:.3f} %, R2 {holdout['r2']:.4f}")
+        ranges = _range_metrics(model, predicted, y_test)
+        for c, r in (ranges or {}).items():
+            progress.note(f"{c} % range: {r['covered']:.1f} % of held-out prices inside, "
+                          f"median width {r['median_width_pct']:.1f} %")
         if baseline:
             progress.note(f"linear baseline: MAE ${baseline['mae']:.2f}, MAPE {baseline['mape']:.3f} %")
         if champion_metrics:
@@ -195,6 +199,7 @@ def run_training(
                 "baseline_linear": baseline,
                 "champion_on_same_rows": champion_metrics,
                 "champion_version": champion_version,
+                "ranges": ranges,
             },
             "model": {
                 "kind": trained.kind,
@@ -218,6 +223,8 @@ def run_training(
             SUMMARY_FILE: json.dumps(training_summary(train_stones, predicted.tolist(), version=version,
                                                       snapshot_id=str(summary["snapshot_id"]))).encode(),
         }
+        if ranges:
+            files[INTERVAL_PLOT_FILE] = interval_svg(ranges).encode()
         if clean.rejected:
             files["rejected.jsonl"] = clean.rejected_jsonl().encode()
         registry.publish(ModelPackage(files, manifest))
@@ -229,6 +236,14 @@ def run_training(
             promoted = True
             progress.note(f"{version} is the champion")
     return TrainOutcome(version, holdout, decision, promoted, manifest)
+
+
+def _range_metrics(model: Any, predicted: np.ndarray, prices: np.ndarray) -> dict[str, Any] | None:
+    """Per stated coverage, on the held-out rows: the share of true prices inside, median width."""
+    from gemcast import intervals
+
+    table = model.metadata.get("intervals")
+    return intervals.evaluate(table, np.log(predicted), prices) if table else None
 
 
 def _design(kind: str, X: np.ndarray) -> np.ndarray:

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
+from gemcast.answer import DEFAULT_COVERAGE, check_coverage, extras
 from gemcast.errors import ValidationError
 from gemcast.schema import (
     CATEGORIES,
@@ -43,6 +44,8 @@ class PriceOptions:
     """What a request may ask for besides its stones; every field has its default here."""
 
     reasons: bool = True
+    coverage: int = DEFAULT_COVERAGE  # percent of stones the price range holds (gemcast.answer)
+    what_if: bool = False  # the neighbouring grades and the next carat milestone, priced
 
 
 _TRUE = {"true", "1", "yes", "on"}
@@ -67,7 +70,13 @@ def parse_options(raw: Any, *, where: str = "parameters") -> PriceOptions:
             problems[f"{where}.{name}"] = f"unknown parameter; known: {', '.join(known)}"
             continue
         default = getattr(PriceOptions(), name)
-        if isinstance(default, bool):
+        if name == "coverage":
+            try:
+                values[name] = check_coverage(_number_or_text(value) if isinstance(value, str) else value)
+            except ValidationError as exc:
+                problems[f"{where}.{name}"] = exc.errors.get("coverage", str(exc)) if isinstance(exc.errors, dict) \
+                    else str(exc)
+        elif isinstance(default, bool):
             if isinstance(value, bool):
                 values[name] = value
             elif isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
@@ -295,12 +304,20 @@ class Predictor:
             return results
         import numpy as np
 
-        prices = np.round(self.model.predict(X), 2).tolist()
+        raw_prices = self.model.predict(X)
+        prices = np.round(raw_prices, 2).tolist()
         if with_reasons:
-            explained = self.model.reasons_batch(X, decimals=2)
-            for i, price, answer in zip(valid_at, prices, explained, strict=True):
-                results[i] = {"price": price, "base_price": answer["base_price"], "reasons": answer["reasons"]}
+            # Unrounded: the grouped reasons sum the exact values (gemcast.reasons); rounded below.
+            explained = self.model.reasons_batch(X)
+            # The range, the grouped reasons and the what-if table (gemcast.answer).
+            added = extras(self.model, X, raw_prices, explained, coverage=options.coverage, what_if=options.what_if)
+            for i, price, answer, more in zip(valid_at, prices, explained, added, strict=True):
+                results[i] = {"price": price, "base_price": round(answer["base_price"], 2),
+                              "reasons": [{**r, "effect_pct": round(r["effect_pct"], 2),
+                                           "effect_usd": round(r["effect_usd"], 2)} for r in answer["reasons"]],
+                              **more}
         else:
-            for i, price in zip(valid_at, prices, strict=True):
-                results[i] = {"price": price}
+            added = extras(self.model, X, raw_prices, None, coverage=options.coverage, what_if=options.what_if)
+            for i, price, more in zip(valid_at, prices, added, strict=True):
+                results[i] = {"price": price, **more}
         return results

@@ -56,7 +56,7 @@ CATEGORY_MEANINGS: dict[str, dict[str, str]] = {
 
 # Inputs a model may derive from the features (computed in gemcast.model, which imports numpy);
 # named here too so that numpy-free code (the API's OpenAPI document) knows every reason name.
-DERIVED_INPUT_NAMES: tuple[str, ...] = ("x/y", "carat/xyz")
+DERIVED_INPUT_NAMES: tuple[str, ...] = ("x/y", "carat/xyz", "xyz", "(x+y)/2", "spread", "depth_gap")
 
 UNITS: dict[str, str] = {
     "carat": "ct",

@@ -6,10 +6,16 @@ $15,000 stone). Two kinds of model:
 - ``linear``: a ridge regression on log price, the baseline;
 - ``gbm``: gradient-boosted trees (scikit-learn's HistGradientBoostingRegressor) with the
   absolute error of log(price) as loss (its optimum is the median price, what MAE in dollars
-  asks for), on the nine features plus two derived inputs (x / y, how round the stone is, and
-  carats per mm^3 of x*y*z, weight hidden in the stone: inputs the trees cannot build from the
-  raw columns themselves; about 0.3 points of MAPE and $8 of MAE together), tuned by a
-  seeded, time-budgeted random search scored on a validation split of the training rows.
+  asks for), on the nine features plus derived inputs (``GBM_INPUTS``: x / y, how round the
+  stone is; carats per mm^3 of x*y*z, weight hidden in the stone; the measured volume and mean
+  diameter; spread; the gap between stated and measured depth: inputs the trees cannot build
+  from the raw columns themselves), tuned by a seeded, time-budgeted random search scored on a
+  validation split of the training rows, then fitted ``blend`` times with different seeds and
+  averaged (one tree ensemble; ``max_trees`` bounds the whole, for the explanation's speed).
+
+Every kind is fitted without the *calibration slice* (``CALIBRATION_PERCENT`` of the training
+rows, by hash): the exported model's errors on those rows calibrate its price ranges
+(``gemcast.intervals``), stored in the model file.
 
 Everything is seeded. The search evaluates a fixed, seeded list of candidates in order and
 stops early only when the time budget runs out; the manifest records how many it scored, so
@@ -32,9 +38,15 @@ from gemcast.schema import FEATURES, HOLDOUT_PERCENT, is_holdout, stone_id
 logger = logging.getLogger(__name__)
 
 VALIDATION_PERCENT = 15  # of the training rows, for the search only
+# Of the training rows, kept out of every fit: the price ranges are calibrated on them
+# (gemcast.intervals), so a range's stated share holds for stones the model never saw.
+CALIBRATION_PERCENT = 10
+MIN_CALIBRATION_ROWS = 40
 
 MODEL_KINDS = ("gbm", "linear")
-GBM_INPUTS = DEFAULT_INPUTS
+# The derived inputs a gemologist reads beside the grades (gemcast.model.DERIVED_INPUTS): each
+# belongs to one reason group (size or proportions), so the grouped reasons stay exact.
+GBM_INPUTS = DEFAULT_INPUTS + ("xyz", "(x+y)/2", "spread", "depth_gap")
 
 
 @dataclass(frozen=True)
@@ -44,6 +56,10 @@ class TrainConfig:
     budget_s: float = 60.0
     max_trials: int = 6
     max_iter: int = 1500
+    blend: int = 3  # boosted models averaged (seeds apart); one file, one tree ensemble
+    # Trees of the whole blend at most: the explanation's cost grows with them (one stone with
+    # its reasons must stay fast), so members share this budget.
+    max_trees: int = 1800
 
 
 @dataclass
@@ -55,6 +71,9 @@ class TrainedModel:
     fit_seconds: float = 0.0
     background: np.ndarray | None = None  # the raw training X, for a linear model's explanation
     input_names: tuple[str, ...] = FEATURES  # what the estimator was fitted on (model.model_inputs)
+    # The calibration rows (raw X, prices), kept out of the fit, for the price ranges.
+    calibration: tuple[np.ndarray, np.ndarray] | None = None
+    typical: dict[str, Any] = field(default_factory=dict)  # the training data's typical stone
 
 
 def split_indices(stones: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
@@ -68,6 +87,14 @@ def _validation_mask(stones: Sequence[dict[str, Any]]) -> np.ndarray:
     # held-out rows and its validation rows are stable across data versions too.
     return np.fromiter(
         (int(stone_id(s)[8:16], 16) % 100 < VALIDATION_PERCENT for s in stones), dtype=bool, count=len(stones)
+    )
+
+
+def calibration_mask(stones: Sequence[dict[str, Any]]) -> np.ndarray:
+    """The calibration slice of the training rows: a third hash slice, independent of the other two."""
+    return np.fromiter(
+        ((int(stone_id(s)[8:16], 16) // 100) % 100 < CALIBRATION_PERCENT for s in stones),
+        dtype=bool, count=len(stones),
     )
 
 
@@ -167,13 +194,19 @@ def fit_gbm(
             best = row
     assert best is not None
     # More rows than in the search, so a few more trees.
-    n_iter = max(50, int(round(best["n_iter"] * 1.1)))
+    n_iter = max(50, min(int(round(best["n_iter"] * 1.1)), config.max_trees // max(1, config.blend)))
     t0 = time.perf_counter()
-    final = _gbm(best["params"], n_iter, config.seed).fit(X, log_y)
+    # A blend of boosted models that differ by their seed (each samples its own columns per
+    # split): averaging them cuts the variance of one. Their trees concatenated, each weighted
+    # 1/k, are one tree ensemble again, explained exactly like a single model.
+    members = []
+    for k in range(max(1, config.blend)):
+        members.append((_gbm(best["params"], n_iter, config.seed + k).fit(X, log_y), 1.0 / max(1, config.blend)))
+        progress(f"fit: blend member {k + 1}/{max(1, config.blend)} with {n_iter} trees")
     fit_s = time.perf_counter() - t0
     params = {**best["params"], "max_iter": n_iter, "loss": "absolute_error", "target": "log(price)",
-              "inputs": list(GBM_INPUTS)}
-    return TrainedModel("gbm", [(final, 1.0)], params, search, fit_s, input_names=GBM_INPUTS)
+              "inputs": list(GBM_INPUTS), "blend": len(members)}
+    return TrainedModel("gbm", members, params, search, fit_s, input_names=GBM_INPUTS)
 
 
 def fit_linear(X: np.ndarray, log_y: np.ndarray, config: TrainConfig) -> TrainedModel:
@@ -196,18 +229,31 @@ def fit(
     config: TrainConfig,
     progress: Callable[[str], None] = lambda _msg: None,
 ) -> TrainedModel:
+    """Fit on the training rows but the calibration slice, which calibrates the price ranges."""
+    from gemcast.reasons import typical_stone
+
+    if config.kind not in MODEL_KINDS:
+        raise ValueError(f"unknown model kind {config.kind!r}: use one of {', '.join(MODEL_KINDS)}")
     log_y = np.log(prices)
+    cal = calibration_mask(stones)
+    if cal.sum() < MIN_CALIBRATION_ROWS:
+        cal[:] = False  # too few stones to calibrate a range: the model then answers prices without one
+    keep = np.flatnonzero(~cal)
     if config.kind == "linear":
-        return fit_linear(X, log_y, config)
-    if config.kind == "gbm":
-        return fit_gbm(X, log_y, stones, config, progress)
-    raise ValueError(f"unknown model kind {config.kind!r}: use one of {', '.join(MODEL_KINDS)}")
+        trained = fit_linear(X[keep], log_y[keep], config)
+    else:
+        trained = fit_gbm(X[keep], log_y[keep], [stones[int(i)] for i in keep], config, progress)
+    if cal.any():
+        trained.calibration = (X[cal], prices[cal])
+    trained.typical = typical_stone(X)
+    return trained
 
 
 def export(trained: TrainedModel) -> bytes:
     """The trained model as a numpy-only model file (see gemcast.model)."""
+    from gemcast import intervals
     from gemcast.export import export_model
-    from gemcast.model import save_model
+    from gemcast.model import load_model, save_model
 
     if len(trained.estimators) == 1 and trained.estimators[0][1] == 1.0:
         arrays = export_model(trained.estimators[0][0], FEATURES, background=trained.background,
@@ -215,7 +261,44 @@ def export(trained: TrainedModel) -> bytes:
     else:
         arrays = export_model([e for e, _ in trained.estimators], FEATURES, input_names=trained.input_names,
                               weights=[w for _, w in trained.estimators], background=trained.background)
-    return save_model(arrays)
+    extra: dict[str, Any] = {"typical_stone": trained.typical} if trained.typical else {}
+    if trained.calibration is not None:
+        # Calibrated with the exported file's own predictions: the ranges belong to what is served.
+        X_cal, y_cal = trained.calibration
+        log_pred = load_model(save_model(arrays)).predict_log(X_cal)
+        extra["intervals"] = intervals.calibrate(log_pred, np.log(y_cal))
+    return save_model(arrays, extra)
 
 
 __all__ = ["HOLDOUT_PERCENT", "TrainConfig", "TrainedModel", "fit", "export", "metrics", "split_indices"]
+
+
+def conformalised_quantiles(
+    X_fit: np.ndarray, prices_fit: np.ndarray, X_cal: np.ndarray, prices_cal: np.ndarray, X_test: np.ndarray,
+    coverages: Sequence[int] = (50, 80, 95), *, max_iter: int = 300, seed: int = 0,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """CQR (Romano et al. 2019), measured beside the shipped split-conformal ranges.
+
+    Per coverage c: quantile boosted models of log price at (1 - c) / 2 and (1 + c) / 2 on the
+    fit rows, conformalised on the calibration rows (score max(lo - y, y - hi), its
+    split-conformal quantile q widens both ends by q). Returns per coverage the (low, high)
+    prices of the X_test stones.
+    """
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    from gemcast.intervals import conformal_quantile
+
+    Z_fit, Z_cal, Z_test = (model_inputs(X, GBM_INPUTS) for X in (X_fit, X_cal, X_test))
+    y_fit, y_cal = np.log(prices_fit), np.log(prices_cal)
+    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for c in coverages:
+        ends = []
+        for q in ((1 - c / 100) / 2, (1 + c / 100) / 2):
+            est = HistGradientBoostingRegressor(loss="quantile", quantile=q, max_iter=max_iter, learning_rate=0.1,
+                                                max_leaf_nodes=31, min_samples_leaf=40, random_state=seed)
+            est.fit(Z_fit, y_fit)
+            ends.append((est.predict(Z_cal), est.predict(Z_test)))
+        (lo_cal, lo_test), (hi_cal, hi_test) = ends
+        widen = conformal_quantile(np.maximum(lo_cal - y_cal, y_cal - hi_cal), c / 100)
+        out[str(c)] = (np.exp(lo_test - widen), np.exp(hi_test + widen))
+    return out

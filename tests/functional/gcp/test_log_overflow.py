@@ -80,7 +80,8 @@ def test_the_predict_function_keeps_a_priced_request_over_a_mebibyte_whole(gcp: 
 
     note = os.urandom(700_000).hex()  # 1.4 MB of incompressible text in the body
     stone = json.loads(gcp_event("predict_one_stone")["body"])
-    answer = call_function(gcp.url("predict"), "predict_one_stone", identity.id_token("user-big"),
+    user = identity.user("big@example.com")
+    answer = call_function(gcp.url("api"), "predict_one_stone", user["idToken"],
                            body=json.dumps({**stone, "note": note}))
 
     assert answer.status_code == 200, answer.text
@@ -88,5 +89,5 @@ def test_the_predict_function_keeps_a_priced_request_over_a_mebibyte_whole(gcp: 
     doc = gcp.firestore.collection("predictions").document(request_id).get().to_dict()
     assert doc[REF_FIELD].startswith(f"gs://{DATA_BUCKET}/logs/") and "request" not in doc
     logs = GCSStorage(DATA_BUCKET, "logs", client=gcp.storage)
-    (mine,) = recent_for_caller(gcp.firestore, "predictions", "user-big", 5, logs)
+    (mine,) = recent_for_caller(gcp.firestore, "predictions", user["localId"], 5, logs)
     assert mine["request"]["note"] == note and mine["response"]["price"] == answer.json()["price"]
