@@ -13,6 +13,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
+from gemcast import treeshap_kernel
 from gemcast.errors import ValidationError
 from gemcast.model import (
     DEFAULT_INPUTS,
@@ -103,7 +104,18 @@ def data() -> tuple[np.ndarray, np.ndarray]:
     return synthetic(600, seed=11)
 
 
-def test_tree_shapley_equals_brute_force_enumeration(data) -> None:  # type: ignore[no-untyped-def]
+@pytest.fixture(params=["compiled", "numpy"])
+def kernel(request, monkeypatch):  # type: ignore[no-untyped-def]
+    """Each explanation kernel in turn: the compiled one (when numba is here) and numpy's."""
+    if request.param == "numpy":
+        monkeypatch.setattr(treeshap_kernel, "_KERNEL", None)
+        monkeypatch.setattr(treeshap_kernel, "_TRIED", True)
+    elif treeshap_kernel.kernel() is None:
+        pytest.skip("numba is not installed: no compiled kernel")
+    return request.param
+
+
+def test_tree_shapley_equals_brute_force_enumeration(data, kernel) -> None:  # type: ignore[no-untyped-def]
     X, y = data
     hgb = HistGradientBoostingRegressor(max_iter=3, max_leaf_nodes=8, random_state=0).fit(X, y)
     forest = ExtraTreesRegressor(n_estimators=2, max_depth=4, random_state=0).fit(X, y)
@@ -126,6 +138,29 @@ def test_tree_shapley_equals_brute_force_enumeration(data) -> None:  # type: ign
         np.testing.assert_allclose(phi[row], brute_phi, rtol=1e-9, atol=1e-12)
         # Sanity: the full coalition is the model's own prediction.
         assert value(frozenset(range(N))) == pytest.approx(float(model.predict_log(x)[0]), rel=1e-12)
+
+
+def test_compiled_kernel_agrees_with_numpy_on_every_path(data, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # Many stones (tabulated leaves read block by block), few (short tables, quadrature for the
+    # rest), and no tables at all: the same phi as the numpy kernel, which brute force checks.
+    if treeshap_kernel.kernel() is None:
+        pytest.skip("numba is not installed: no compiled kernel")
+    X, y = data
+    hgb = HistGradientBoostingRegressor(max_iter=20, max_leaf_nodes=24, random_state=0).fit(X, y)
+    forest = ExtraTreesRegressor(n_estimators=3, max_depth=7, random_state=0).fit(X, y)
+    data_bytes = save_model(export_model([hgb, forest], FEATURES, weights=[0.5, 0.5]))
+    stones = synthetic(150, seed=13)[0]
+    phis = {}
+    for name, table_values in (("tables", treeshap_kernel.TABLE_VALUES), ("quadrature", 0)):
+        monkeypatch.setattr(treeshap_kernel, "TABLE_VALUES", table_values)
+        model = load_model(data_bytes)
+        phis[name] = np.vstack([model.explain(stones)[1], model.explain(stones[:3])[1]])
+    monkeypatch.setattr(treeshap_kernel, "_KERNEL", None)
+    monkeypatch.setattr(treeshap_kernel, "_TRIED", True)
+    model = load_model(data_bytes)
+    expected = np.vstack([model.explain(stones)[1], model.explain(stones[:3])[1]])
+    for got in phis.values():
+        np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12)
 
 
 def test_shapley_over_a_derived_input_equals_brute_force(data) -> None:  # type: ignore[no-untyped-def]

@@ -73,6 +73,7 @@ from typing import Any
 
 import numpy as np
 
+from gemcast import treeshap_kernel
 from gemcast.errors import GemcastError, ValidationError
 from gemcast.schema import CATEGORIES, DERIVED_INPUT_NAMES, DESCRIPTIONS, FEATURES
 
@@ -576,6 +577,11 @@ class TreeEnsembleModel(Model):
     leaves (the game is linear in leaves) gives the exact Shapley values of the model's own
     prediction; they add up to predict_log(x) - base_log, where base_log = v(empty set), the
     cover-weighted mean of the trees' leaves. Nothing is sampled or approximated.
+
+    Two kernels compute this sum: the compiled one of ``gemcast.treeshap_kernel`` (numba, in the
+    serving image; per-leaf tables of phi for every pattern of a, filled by the same quadrature)
+    and, where numba is missing (the Lambda layer), the numpy one below. Tests check both
+    against brute force.
     """
 
     kind = KIND_TREES
@@ -789,7 +795,9 @@ class TreeEnsembleModel(Model):
         # slot is a null player that matches every stone and adds nothing).
         q_of_leaf = (k + 1) // 2
         groups = []
-        for q in range(1, int(q_of_leaf.max(initial=0)) + 1):
+        # The numpy kernel's tables, needed only where the compiled kernel is not.
+        numpy_q = 0 if treeshap_kernel.kernel() is not None else int(q_of_leaf.max(initial=0))
+        for q in range(1, numpy_q + 1):
             leaves = np.flatnonzero(q_of_leaf == q)
             if leaves.size == 0:
                 continue
@@ -870,7 +878,32 @@ class TreeEnsembleModel(Model):
                 lo_bin[at] = np.where(np.isfinite(lo_c), np.searchsorted(cuts[c], lo_c), -1)
                 hi_bin[at] = np.where(np.isfinite(hi_c), np.searchsorted(cuts[c], hi_c), cuts[c].size)
             g["lo_bin"], g["hi_bin"] = lo_bin[..., None], hi_bin[..., None]
+        # The compiled kernel's layout (gemcast.treeshap_kernel): every leaf's path inputs as
+        # consecutive slots, leaf after leaf.
+        p_rows, p_feats = np.nonzero(on_path)
+        flat = {
+            "start": np.r_[0, np.cumsum(k)].astype(np.int64),
+            "column": (p_feats + F * self._as32[tree[p_rows]]).astype(np.int64),
+            "lo": np.ascontiguousarray(leaf_lo[p_rows, p_feats]),
+            "hi": np.ascontiguousarray(leaf_hi[p_rows, p_feats]),
+            "feature": p_feats.astype(np.int64),
+            "b": np.ascontiguousarray(leaf_b[p_rows, p_feats]),
+            "value": np.ascontiguousarray(value, dtype=np.float64),
+            "points": ((k + 1) // 2).astype(np.int64),
+            "rules": treeshap_kernel.quadrature(int(q_of_leaf.max(initial=0))),
+        }
+        flat["ratios"] = treeshap_kernel.ratios(flat["start"], flat["b"], flat["points"], flat["rules"][0])
+        compiled = treeshap_kernel.kernel()
+        if compiled is not None:
+            table_at = treeshap_kernel.table_layout(flat["start"])
+            widths = np.diff(flat["start"])
+            table = np.zeros(max(1, int((widths << widths)[table_at >= 0].sum())))
+            compiled[1](flat["start"], flat["b"], flat["value"], flat["points"], *flat["rules"], *flat["ratios"],
+                        table_at, table)
+            flat["tables"] = (table_at, table)
+            flat["small_tables"] = (np.where(widths <= treeshap_kernel.SMALL_TABLE_K, table_at, -1), table)
         self._leaves = {
+            "flat": flat,
             "groups": groups,
             "cuts": cuts,
             "code": code,
@@ -889,6 +922,15 @@ class TreeEnsembleModel(Model):
         lt = self._leaf_table()
         F = self._F
         n = Z.shape[0]
+        compiled = treeshap_kernel.kernel()
+        if compiled is not None:
+            flat = lt["flat"]
+            out = np.zeros((F, n))
+            tables = flat["tables"] if n >= treeshap_kernel.BATCH else flat["small_tables"]
+            compiled[0](np.ascontiguousarray(self._augmented(Z, always=True).T), flat["start"], flat["column"],
+                        flat["lo"], flat["hi"], flat["feature"], flat["b"], flat["value"], flat["points"],
+                        *flat["rules"], *flat["ratios"], *tables, out)
+            return self.base_log, out.T
         # Stones last: every work array below is (leaves, slots or points, stones), contiguous.
         ZaT = self._augmented(Z, always=True).T
         bins = np.empty(ZaT.shape, dtype=lt["code"])  # (columns, stones): each value's bin

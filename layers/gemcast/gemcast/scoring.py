@@ -133,36 +133,31 @@ def _is_parquet(uri: str) -> bool:
     return uri.lower().split("?")[0].endswith((".parquet", ".pq"))
 
 
-def _csv_blocks(path: Path, block_rows: int) -> Iterator[tuple[list[str] | None, list[tuple[list[str], Any]]]]:
-    """(header or None, [(cells, unreadable problem), ...]) per block of lines, blank lines kept."""
+def _csv_blocks(path: Path, block_rows: int) -> Iterator[tuple[list[str] | None, list[str]]]:
+    """(header or None, raw lines) per block of lines, blank lines kept; parsing is the workers'.
+
+    Only the first line that is not blank is parsed here, to learn whether it is the header.
+    """
     from gemcast.cleaning import csv_lines
     from gemcast.predict import csv_header
 
     header: list[str] | None = None
-    first = True
-
-    def parse(chunk: list[str]) -> list[tuple[list[str], Any]]:
-        nonlocal header, first
-        block: list[tuple[list[str], Any]] = []
-        for cells, problem in csv_lines("".join(chunk)):
-            if first and (cells or problem is not None):
-                first = False
-                header = csv_header(cells) if problem is None else None
-                if header is not None:
-                    continue
-            block.append((cells, problem))
-        return block
-
     with path.open("r", encoding="utf-8-sig", newline="", errors="replace") as handle:
         chunk: list[str] = []
         for line in handle:
+            if line.strip():
+                cells, problem = next(csv_lines(line))
+                header = csv_header(cells) if problem is None else None
+                if header is None:
+                    chunk.append(line)
+                break
+            chunk.append(line)
+        for line in handle:
             chunk.append(line)
             if len(chunk) >= block_rows:
-                block = parse(chunk)
+                yield header, chunk
                 chunk = []
-                yield header, block
-        block = parse(chunk)  # before reading header: the first block is where it is found
-        yield header, block
+        yield header, chunk
 
 
 def _parquet_blocks(path: Path, block_rows: int) -> Iterator[list[dict[str, Any]]]:
@@ -196,14 +191,22 @@ class _Progress:
             sys.stderr.write("\n")
 
 
-def _price_csv_block(header: list[str] | None, block: list[tuple[list[str], Any]]
-                     ) -> tuple[list[list[str]], list[dict[str, Any]]]:
+def _price_csv_block(header: list[str] | None, lines: list[str], columns: list[str] | None
+                     ) -> tuple[Any, list[dict[str, Any]] | None, _Tally, int]:
+    """One block of raw CSV lines priced: (output text, None) when ``columns`` (CSV out) is
+    given, else (the cells, the answers) for the Parquet writer; then its tally and its bytes."""
+    from gemcast.cleaning import csv_lines
     from gemcast.predict import Unreadable, csv_stone
 
-    kept = [(cells, problem) for cells, problem in block if problem is not None or cells]
+    text = "".join(lines)
+    kept = [(cells, problem) for cells, problem in csv_lines(text) if problem is not None or cells]
     stones = [Unreadable(problem) if problem is not None else csv_stone(cells, header) for cells, problem in kept]
     answers = _PREDICTOR.price(stones, reasons=False) if stones else []
-    return [cells for cells, _ in kept], answers
+    rows = [cells for cells, _ in kept]
+    tally = _tally(answers)
+    if columns is None:
+        return rows, answers, tally, len(text)
+    return _csv_text(*_shaped(columns, rows), answers), None, tally, len(text)
 
 
 _PREDICTOR: Any = None  # the predictor of the running score_file, inherited by its forked workers
@@ -255,21 +258,24 @@ def score_file(input_uri: str, output_uri: str, predictor: Any, *, block_rows: i
                     answers = predictor.price(records, reasons=False)
                     columns = list(records[0]) if records else list(FEATURES)
                     writer.write(columns, [[r.get(c) for c in columns] for r in records], answers)
-                    _count(summary, answers)
+                    _add(summary, _tally(answers))
                     meter.show(summary.rows, size * summary.rows // total)
             else:
                 done = 0
                 headers: list[list[str] | None] = []
 
                 def jobs() -> Iterator[tuple[Any, ...]]:
-                    for header, block in _csv_blocks(source, block_rows):
+                    for header, lines in _csv_blocks(source, block_rows):
                         headers.append(header)
-                        yield header, block
+                        yield header, lines, None if writer.parquet else headers[0] or list(FEATURES)
 
-                for cells, answers in _in_order(jobs(), _price_csv_block, workers):
-                    writer.write(headers[0] or list(FEATURES), cells, answers)
-                    _count(summary, answers)
-                    done += sum(len(",".join(c)) + 1 for c in cells)
+                for out, answers, tally, n_bytes in _in_order(jobs(), _price_csv_block, workers):
+                    if answers is None:
+                        writer.write_text(headers[0] or list(FEATURES), out)
+                    else:
+                        writer.write(headers[0] or list(FEATURES), out, answers)
+                    _add(summary, tally)
+                    done += n_bytes
                     meter.show(summary.rows, done)
         finally:
             writer.close()
@@ -285,17 +291,28 @@ def _parquet_rows(path: Path) -> int:
     return int(pq.ParquetFile(path).metadata.num_rows)
 
 
-def _count(summary: ScoreSummary, answers: list[dict[str, Any]]) -> None:
+_Tally = tuple[int, int, Counter[str]]  # rows, priced, rejected by reason
+
+
+def _tally(answers: list[dict[str, Any]]) -> _Tally:
     from gemcast.cleaning import reason_kind
     from gemcast.schema import Problem
 
-    summary.rows += len(answers)
+    priced = 0
+    rejected: Counter[str] = Counter()
     for answer in answers:
         if "error" in answer:
             for name, reason in answer["error"].get("fields", {}).items():
-                summary.rejected_by_reason[reason_kind(Problem(name, reason))] += 1
+                rejected[reason_kind(Problem(name, reason))] += 1
         else:
-            summary.priced += 1
+            priced += 1
+    return len(answers), priced, rejected
+
+
+def _add(summary: ScoreSummary, tally: _Tally) -> None:
+    summary.rows += tally[0]
+    summary.priced += tally[1]
+    summary.rejected_by_reason.update(tally[2])
 
 
 OUTPUT_COLUMNS = ("predicted_price", "error")
@@ -314,15 +331,10 @@ class _Writer:
         self._pq: Any = None
 
     def write(self, columns: list[str], rows: list[list[Any]], answers: list[dict[str, Any]]) -> None:
-        keep = [i for i, c in enumerate(columns) if c not in OUTPUT_COLUMNS]
-        if len(keep) < len(columns):
-            columns = [columns[i] for i in keep]
-            rows = [[r[i] for i in keep if i < len(r)] for r in rows]
-        width = len(columns)
-        # A line of the wrong width (or unreadable) is kept whole in the first column, so every
-        # output row has the header's width and nothing of the input is lost.
-        rows = [r if len(r) == width else [",".join("" if v is None else str(v) for v in r), *[""] * (width - 1)]
-                for r in rows]
+        columns, rows = _shaped(columns, rows)
+        if not self.parquet:
+            self.write_text(columns, _csv_text(columns, rows, answers))
+            return
         prices = [a.get("price") for a in answers]
         errors = [a["error"]["message"] if "error" in a else None for a in answers]
         if self.parquet:
@@ -335,15 +347,14 @@ class _Writer:
             if self._pq is None:
                 self._pq = pq.ParquetWriter(self.path, table.schema)
             self._pq.write_table(table.cast(self._pq.schema))
-            return
+
+    def write_text(self, columns: list[str], text: str) -> None:
+        """CSV output lines made by _csv_text (in a worker), after the header line once."""
         if self._handle is None:
             self._handle = self.path.open("w", newline="", encoding="utf-8")
-            csv.writer(self._handle, lineterminator="\n").writerow([*columns, *OUTPUT_COLUMNS])
-        out = io.StringIO()
-        lines = csv.writer(out, lineterminator="\n")
-        for row, price, error in zip(rows, prices, errors, strict=True):
-            lines.writerow([*row, "" if price is None else price, error or ""])
-        self._handle.write(out.getvalue())
+            header = [c for c in columns if c not in OUTPUT_COLUMNS]
+            csv.writer(self._handle, lineterminator="\n").writerow([*header, *OUTPUT_COLUMNS])
+        self._handle.write(text)
 
     def close(self) -> None:
         if self._handle is not None:
@@ -352,6 +363,30 @@ class _Writer:
             self._pq.close()
         if not self.path.exists():
             self.path.write_text("")
+
+
+def _shaped(columns: list[str], rows: list[list[Any]]) -> tuple[list[str], list[list[Any]]]:
+    """The output's input columns and rows: columns named like the output's are dropped, and a
+    line of the wrong width (or unreadable) is kept whole in the first column, so every output
+    row has the header's width and nothing of the input is lost."""
+    keep = [i for i, c in enumerate(columns) if c not in OUTPUT_COLUMNS]
+    if len(keep) < len(columns):
+        columns = [columns[i] for i in keep]
+        rows = [[r[i] for i in keep if i < len(r)] for r in rows]
+    width = len(columns)
+    rows = [r if len(r) == width else [",".join("" if v is None else str(v) for v in r), *[""] * (width - 1)]
+            for r in rows]
+    return columns, rows
+
+
+def _csv_text(columns: list[str], rows: list[list[Any]], answers: list[dict[str, Any]]) -> str:
+    """The output lines of shaped rows and their answers: the row, its price, its error."""
+    out = io.StringIO()
+    lines = csv.writer(out, lineterminator="\n")
+    for row, answer in zip(rows, answers, strict=True):
+        price = answer.get("price")
+        lines.writerow([*row, "" if price is None else price, answer["error"]["message"] if "error" in answer else ""])
+    return out.getvalue()
 
 
 # ----------------------------------------------------------------------------- the platforms' batch engines
