@@ -14,12 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-
-from gemcast.errors import GemcastError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,14 +92,9 @@ COMMANDS = {"up": cmd_up, "token": cmd_token, "trigger": cmd_trigger, "drift": c
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    try:
-        return COMMANDS[args.command](args)
-    except GemcastError as exc:
-        print(f"gemcast-local {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    from gemcast.cli import dispatch
+
+    return dispatch("gemcast-local", COMMANDS, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

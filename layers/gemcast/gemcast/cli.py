@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from gemcast.errors import GemcastError
@@ -255,16 +255,22 @@ COMMANDS = {"train": cmd_train, "predict": cmd_predict, "models": cmd_models, "s
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    return dispatch("gemcast", COMMANDS, parser.parse_args(argv))
+
+
+def dispatch(prog: str, commands: Mapping[str, Callable[[argparse.Namespace], int]],
+             args: argparse.Namespace) -> int:
+    """Run the chosen command with logging on stderr; a GemcastError is one line and exit 2
+    (the one way both command lines, ``gemcast`` and ``gemcast-local``, end on an error)."""
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
     try:
-        return COMMANDS[args.command](args)
+        return commands[args.command](args)
     except GemcastError as exc:
-        print(f"gemcast {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{prog} {args.command}: error: {exc}", file=sys.stderr)
         return 2
 
 
