@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import os
 import platform
 import statistics
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,3 +56,19 @@ def print_table(title: str, rows: list[tuple[str, str, str]]) -> None:
     print(f"  {'what':<{width}}  {'figure':>{fig_width}}  target")
     for what, figure, target in rows:
         print(f"  {what:<{width}}  {figure:>{fig_width}}  {target}")
+
+
+@contextlib.contextmanager
+def bench_stack() -> Iterator[Any]:
+    """A local stack (``BENCH_MODEL_KIND``, default gbm) on free ports, started and stopped
+    around a benchmark; the handlers' metric lines (EMF on stdout) are kept out of the tables."""
+    from gemcast_local.servers import free_port
+    from gemcast_local.stack import LocalStack, StackConfig
+
+    kind = os.environ.get("BENCH_MODEL_KIND", "gbm")
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
+        config = StackConfig(state_dir=Path(tmp) / ".gemcast", api_port=free_port(), serve_port=free_port(),
+                             web_port=free_port(), kind=kind, serve_workers=2)
+        with LocalStack(config, say=lambda _m: None) as stack:
+            assert stack.serving is not None and stack.gateway is not None
+            yield stack

@@ -10,24 +10,19 @@ answers; a request without an answer (connection dropped, timeout) is counted ap
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
-import tempfile
 import threading
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import requests
 
-from bench.common import print_table, write_result
+from bench.common import bench_stack, print_table, write_result
 from gemcast.aws import records_from_dead_letters
 from gemcast.schema import EXAMPLE_STONE
-from gemcast_local.servers import free_port
-from gemcast_local.stack import LocalStack, StackConfig
+from gemcast_local.stack import LocalStack
 
 CLIENTS = int(os.environ.get("BENCH_LOAD_CLIENTS", "50"))
 SECONDS = float(os.environ.get("BENCH_LOAD_SECONDS", "60"))
@@ -113,18 +108,13 @@ def _logged(stack: LocalStack, request_ids: list[str]) -> dict[str, int]:
 
 def run() -> dict[str, Any]:
     kind = os.environ.get("BENCH_MODEL_KIND", "gbm")
-    # The handlers print their metrics (EMF lines) on stdout, as Lambda wants; not here.
-    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
-        config = StackConfig(state_dir=Path(tmp) / ".gemcast", api_port=free_port(), serve_port=free_port(),
-                             web_port=free_port(), kind=kind, serve_workers=2)
-        with LocalStack(config, say=lambda _m: None) as stack:
-            assert stack.serving is not None and stack.gateway is not None
-            headers = {"Authorization": stack.id_token(), "Content-Type": "application/json"}
-            gateway = _hammer(f"{stack.gateway.url}/v1/predictions", headers, _stone, CLIENTS, SECONDS)
-            gateway["logged"] = _logged(stack, gateway.pop("request_ids"))
-            direct = _hammer(f"{stack.serving.url}/invocations", {"Content-Type": "application/json"},
-                             lambda i: {"instances": [_stone(i)]}, CLIENTS, SECONDS)
-            direct.pop("request_ids")
+    with bench_stack() as stack:
+        headers = {"Authorization": stack.id_token(), "Content-Type": "application/json"}
+        gateway = _hammer(f"{stack.gateway.url}/v1/predictions", headers, _stone, CLIENTS, SECONDS)
+        gateway["logged"] = _logged(stack, gateway.pop("request_ids"))
+        direct = _hammer(f"{stack.serving.url}/invocations", {"Content-Type": "application/json"},
+                         lambda i: {"instances": [_stone(i)]}, CLIENTS, SECONDS)
+        direct.pop("request_ids")
     result = {"model_kind": kind, "gateway": gateway, "model_server": direct}
     write_result("load", result)
     logged = gateway["logged"]

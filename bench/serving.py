@@ -10,11 +10,8 @@ measures, with real HTTP on 127.0.0.1:
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -23,10 +20,9 @@ from typing import Any
 import boto3
 import requests
 
-from bench.common import print_table, time_calls, write_result
+from bench.common import bench_stack, print_table, time_calls, write_result
 from gemcast.schema import EXAMPLE_STONE
-from gemcast_local.servers import free_port
-from gemcast_local.stack import LocalStack, StackConfig
+from gemcast_local.stack import LocalStack
 
 REPO = Path(__file__).resolve().parents[1]
 STONE = EXAMPLE_STONE
@@ -93,32 +89,27 @@ def _boto_args(stack: LocalStack) -> dict[str, str]:
 
 def run() -> dict[str, Any]:
     kind = os.environ.get("BENCH_MODEL_KIND", "gbm")
-    # The handlers print their metrics (EMF lines) on stdout, as Lambda wants; not here.
-    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
-        config = StackConfig(state_dir=Path(tmp) / ".gemcast", api_port=free_port(), serve_port=free_port(),
-                             web_port=free_port(), kind=kind, serve_workers=2)
-        with LocalStack(config, say=lambda _m: None) as stack:
-            assert stack.serving is not None and stack.gateway is not None
-            serve_start = stack.serving.start_seconds
-            session = requests.Session()
-            inv = f"{stack.serving.url}/invocations"
-            one = json.dumps({"instances": [STONE]})
-            thousand = json.dumps({"instances": _batch(1000)})
-            thousand_prices = json.dumps({"instances": _batch(1000), "parameters": {"reasons": False}})
-            invocations_1 = time_calls(lambda: session.post(inv, data=one).raise_for_status(), repeat=300)
-            invocations_1000 = time_calls(lambda: session.post(inv, data=thousand).raise_for_status(), repeat=10)
-            invocations_1000_prices = time_calls(
-                lambda: session.post(inv, data=thousand_prices).raise_for_status(), repeat=20)
+    with bench_stack() as stack:
+        serve_start = stack.serving.start_seconds
+        session = requests.Session()
+        inv = f"{stack.serving.url}/invocations"
+        one = json.dumps({"instances": [STONE]})
+        thousand = json.dumps({"instances": _batch(1000)})
+        thousand_prices = json.dumps({"instances": _batch(1000), "parameters": {"reasons": False}})
+        invocations_1 = time_calls(lambda: session.post(inv, data=one).raise_for_status(), repeat=300)
+        invocations_1000 = time_calls(lambda: session.post(inv, data=thousand).raise_for_status(), repeat=10)
+        invocations_1000_prices = time_calls(
+            lambda: session.post(inv, data=thousand_prices).raise_for_status(), repeat=20)
 
-            proxy = stack.function("PredictProxyFunction")  # the container the gateway calls
-            event = json.loads((REPO / "events" / "predict_proxy_one_stone.json").read_text())
-            handler = time_calls(lambda: proxy(event), repeat=200)
+        proxy = stack.function("PredictProxyFunction")  # the container the gateway calls
+        event = json.loads((REPO / "events" / "predict_proxy_one_stone.json").read_text())
+        handler = time_calls(lambda: proxy(event), repeat=200)
 
-            api = f"{stack.gateway.url}/v1/predictions"
-            headers = {"Authorization": stack.id_token(), "Content-Type": "application/json"}
-            body = json.dumps(STONE)
-            e2e_1 = time_calls(lambda: session.post(api, data=body, headers=headers).raise_for_status(), repeat=300)
-            load = _load(stack, CONCURRENT_CLIENTS)
+        api = f"{stack.gateway.url}/v1/predictions"
+        headers = {"Authorization": stack.id_token(), "Content-Type": "application/json"}
+        body = json.dumps(STONE)
+        e2e_1 = time_calls(lambda: session.post(api, data=body, headers=headers).raise_for_status(), repeat=300)
+        load = _load(stack, CONCURRENT_CLIENTS)
     result = {
         "model_kind": kind,
         "serving_start_to_healthy_s": round(serve_start or 0.0, 2),
