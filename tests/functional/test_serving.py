@@ -314,11 +314,10 @@ def invoke_with(session: requests.Session, url: str, body: Any) -> requests.Resp
 
 def test_the_aiplatform_client_reads_a_refusal_as_vertex_gives_it(server: ModelServer) -> None:
     from google.api_core import exceptions as gexc
-    from google.protobuf import json_format, struct_pb2
-
     from google.api_core.client_options import ClientOptions
     from google.auth.credentials import AnonymousCredentials
     from google.cloud.aiplatform_v1.services.prediction_service import PredictionServiceClient
+    from google.protobuf import json_format, struct_pb2
 
     from gemcast.gcp import endpoint_path
 

@@ -10,6 +10,7 @@ from typing import Any
 import jsonschema
 import pytest
 
+from gemcast import openapi
 from gemcast.api import handle_predictions
 from gemcast.errors import EndpointError, NotFoundError
 from gemcast.metrics import record_request
@@ -249,8 +250,34 @@ def test_a_route_that_needs_a_caller_refuses_an_anonymous_one_before_anything_ru
     answer = respond(by_operation("createPrediction"), ApiRequest("POST", "/v1/predictions", body=json.dumps(STONE)),
                      StaticDeps(endpoint=endpoint, log=log))
 
-    assert (answer.status, answer.body) == (401, {"message": "Unauthorized"})
+    assert answer.status == 401 and answer.body["error"]["fields"] == {
+        "Authorization": "missing, expired or not an ID token of this API"}
     assert endpoint.calls == [] and log.records == []
+
+
+def test_a_refused_token_is_answered_as_the_templates_unauthorized_gateway_response() -> None:
+    """The Lambdas never see a refused token on AWS (the Cognito authorizer answers with the
+    UNAUTHORIZED gateway response); the GCP doorway answers it itself: the two must be one body."""
+    from pathlib import Path
+
+    from gemcast.api import unauthorized
+    from gemcast_local.template import load_template
+
+    template = load_template(Path(__file__).resolve().parents[2] / "template.yaml")
+    api = template["Resources"]["GemcastApi"]["Properties"]["GatewayResponses"]["UNAUTHORIZED"]
+    rendered = api["ResponseTemplates"]["application/json"].replace("$context.requestId", "req-1")
+    answer = unauthorized("req-1")
+
+    assert (api["StatusCode"], json.loads(rendered)) == (answer.status, answer.body)
+    assert api["ResponseParameters"]["Headers"]["WWW-Authenticate"] == f"'{answer.headers['WWW-Authenticate']}'"
+
+
+def test_every_operation_documents_what_the_gateway_answers_itself() -> None:
+    for path, operations in document()["paths"].items():
+        for method, operation in operations.items():
+            documented = operation["responses"]
+            assert {"403", "429", "5XX"} <= set(documented), (method, path)
+            assert ("413" in documented) == ("requestBody" in operation), (method, path)
 
 
 def test_respond_turns_errors_into_answers_and_logs_the_logged_routes() -> None:
@@ -283,7 +310,8 @@ def test_the_document_has_one_operation_per_route_of_the_table() -> None:
     for route in ROUTES:
         op = operations[(route.method, route.path)]
         assert op["operationId"] == route.operation_id and bool(op["security"]) == route.auth
-        assert {int(s) for s in op["responses"]} == set(route.responses)
+        gateway = set(openapi.gateway_responses(route))  # the gateway's own answers, on every route
+        assert set(op["responses"]) == {str(s) for s in route.responses} | gateway
 
 
 class RecordingMetrics:

@@ -125,9 +125,15 @@ class MissingDependencyError(GemcastError):
     """A route ran on a doorway that was not given what the route needs (a deployment fault)."""
 
 
-def unauthorized() -> ApiResponse:
-    """API Gateway's Cognito authorizer answers exactly this; the reason stays in the log."""
-    return ApiResponse(401, {"message": "Unauthorized"})
+UNAUTHORIZED_MESSAGE = "Unauthorized: send a valid ID token of this API in the Authorization header"
+UNAUTHORIZED_FIELDS = {"Authorization": "missing, expired or not an ID token of this API"}
+
+
+def unauthorized(request_id: str = "") -> ApiResponse:
+    """A refused token, as API Gateway's UNAUTHORIZED gateway response in template.yaml answers
+    it (tests/unit/test_api.py holds the two equal); the reason stays in the log."""
+    return ApiResponse(401, {**error_body(UNAUTHORIZED_MESSAGE, UNAUTHORIZED_FIELDS), "request_id": request_id},
+                       {"WWW-Authenticate": "Bearer"})
 
 
 def error_body(message: str, fields: Any = None) -> dict[str, Any]:
@@ -316,7 +322,7 @@ def respond(route: Route, request: ApiRequest, deps: ApiDeps,
     """Run ``route`` for ``request``: the answer, whatever went wrong, logged if the route is."""
     started = clock()
     if route.auth and not request.caller:
-        return unauthorized()  # never reaches the function nor the log, as behind API Gateway
+        return unauthorized(request.request_id)  # never reaches the function nor the log, as behind API Gateway
     try:
         response = route.function(request, deps)
     except ValidationError as exc:

@@ -677,7 +677,7 @@ def json_response(status: int, body: Any, headers: Mapping[str, str] | None = No
 def serve_api(request: Any, deps: Any, verifier: Callable[[], IdTokenVerifier]) -> HttpResult:
     """The one HTTPS doorway of the API on GCP, routing by path as API Gateway does for the
     Lambdas: the route from ``gemcast.routes``, the Identity Platform ID token checked where the
-    route needs a caller (401 ``{"message": "Unauthorized"}`` otherwise, API Gateway's answer),
+    route needs a caller (401 ``gemcast.api.unauthorized()`` otherwise, API Gateway's answer),
     then ``gemcast.api.respond``, so answers, errors, status codes and headers are AWS's."""
     import uuid
 
@@ -695,7 +695,7 @@ def serve_api(request: Any, deps: Any, verifier: Callable[[], IdTokenVerifier]) 
             caller = str(verifier().verify(bearer_token(request.headers))["sub"])
         except TokenError as exc:
             logger.info("unauthorized %s: %s", route.key, exc)
-            answer = unauthorized()
+            answer = unauthorized(uuid.uuid4().hex)
             return json_response(answer.status, answer.body, answer.all_headers())
     api_request = ApiRequest(method=route.method, path=route.path, query=dict(request.args.items()),
                              body=request.get_data(), caller=caller, request_id=uuid.uuid4().hex)
@@ -710,13 +710,15 @@ def api_errors(handler: Callable[..., HttpResult]) -> Callable[..., HttpResult]:
 
     @functools.wraps(handler)
     def wrapper(*args: Any, **kwargs: Any) -> HttpResult:
+        import uuid
+
         from gemcast.api import error_body, unauthorized
 
         try:
             return handler(*args, **kwargs)
         except TokenError as exc:
             logger.info("unauthorized: %s", exc)
-            answer = unauthorized()
+            answer = unauthorized(uuid.uuid4().hex)
             return json_response(answer.status, answer.body, answer.all_headers())
         except ValidationError as exc:
             return json_response(400, error_body(str(exc), exc.errors))

@@ -251,11 +251,6 @@ def components() -> dict[str, Any]:
             },
         },
         "Health": {"type": "object", "properties": {"status": {"type": "string"}}},
-        "Unauthorized": {
-            "type": "object",
-            "description": "the token is missing, expired or invalid (API Gateway's own answer)",
-            "properties": {"message": {"type": "string"}},
-        },
         "LogRecord": {
             "type": "object",
             "properties": {
@@ -310,6 +305,20 @@ def query_parameters() -> dict[str, dict[str, Any]]:
     }
 
 
+def gateway_responses(route: Any) -> dict[str, Any]:
+    """What the gateway answers itself, before any function runs, in the Error shape of
+    template.yaml's GatewayResponses (the local gateway renders the same templates)."""
+    error = _ref("Error")
+    out = {
+        "403": _json(error, "no such route or method, or not allowed (MISSING_AUTHENTICATION_TOKEN, ACCESS_DENIED)"),
+        "429": _json(error, "over the usage plan's rate or quota (THROTTLED, QUOTA_EXCEEDED)"),
+        "5XX": _json(error, "the gateway could not reach the function in time (DEFAULT_5XX)"),
+    }
+    if route.request:
+        out["413"] = _json(error, "the body is over the gateway's limit (REQUEST_TOO_LARGE)")
+    return out
+
+
 def paths() -> dict[str, Any]:
     """The ``paths`` of the document, one operation per route of the table."""
     from gemcast.routes import ROUTES
@@ -323,8 +332,9 @@ def paths() -> dict[str, Any]:
             "summary": route.summary,
             "security": secured if route.auth else [],
             "responses": {
-                str(status): _json(_ref(schema), description) if schema else {"description": description}
-                for status, (schema, description) in sorted(route.responses.items())
+                **gateway_responses(route),
+                **{str(status): _json(_ref(schema), description) if schema else {"description": description}
+                   for status, (schema, description) in sorted(route.responses.items())},
             },
         }
         if route.description or route.request:

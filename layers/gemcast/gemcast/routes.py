@@ -46,7 +46,7 @@ class Route:
 
 
 Responses = dict[int, tuple[str | None, str]]
-_AUTH_ERRORS: Responses = {401: ("Unauthorized", "missing, expired or invalid token")}
+_AUTH_ERRORS: Responses = {401: ("Error", "missing, expired or invalid token (the UNAUTHORIZED gateway response)")}
 _BAD_REQUEST: Responses = {400: ("Error", "invalid request: error.fields names every bad field")}
 _NO_MODEL: Responses = {404: ("Error", "no model has been promoted yet")}
 

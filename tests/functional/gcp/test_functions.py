@@ -158,7 +158,9 @@ def test_the_api_refuses_a_missing_or_bad_token(gcp: GcpTestEnv, identity: Ident
     for fixture in ("predict_one_stone", "similar_ok"):
         answer = call_function(gcp.url("api"), fixture, token)
         assert answer.status_code == 401, (fixture, answer.text)
-        assert answer.json() == {"message": "Unauthorized"}
+        body = answer.json()
+        assert body["error"]["fields"] == {"Authorization": "missing, expired or not an ID token of this API"}
+        assert body["request_id"] and answer.headers["WWW-Authenticate"] == "Bearer"
     assert logged(gcp, timeout_s=0) == []
 
 
