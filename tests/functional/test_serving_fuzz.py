@@ -7,6 +7,7 @@ a body that matches its schema. Part of issue 13's fuzzing; the API's document i
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,7 @@ def test_the_served_document_is_this_document(server: ModelServer) -> None:
 
 
 @schema.parametrize()
-@settings(max_examples=50, derandomize=True, deadline=None,
+@settings(max_examples=int(os.environ.get("FUZZ_MAX_EXAMPLES", "50")), derandomize=True, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
                                  HealthCheck.function_scoped_fixture])
 def test_every_generated_request_gets_a_documented_answer(case: schemathesis.Case, server: ModelServer) -> None:
