@@ -58,6 +58,20 @@ def print_table(title: str, rows: list[tuple[str, str, str]]) -> None:
         print(f"  {what:<{width}}  {figure:>{fig_width}}  {target}")
 
 
+def run_clients(target: Callable[..., Any], args: list[tuple[Any, ...]]) -> float:
+    """Run ``target(*a)`` for each ``a`` in ``args`` on its own thread, all at once; the
+    wall-clock seconds until the last one ends."""
+    import threading
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=target, args=a) for a in args]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.monotonic() - started
+
+
 @contextlib.contextmanager
 def bench_stack() -> Iterator[Any]:
     """A local stack (``BENCH_MODEL_KIND``, default gbm) on free ports, started and stopped

@@ -27,7 +27,7 @@ from typing import Any
 
 import requests
 
-from bench.common import print_table, time_calls, write_result
+from bench.common import print_table, run_clients, time_calls, write_result
 from bench.stones import csv_lines, varied_stones
 from gemcast_local.servers import StandInServer
 from gemcast_local.stack import ModelServer
@@ -88,15 +88,10 @@ def rate(url: str, body: str, headers: dict[str, str], clients: int = CLIENTS) -
                 statuses[answer.status] = statuses.get(answer.status, 0) + 1
         connection.close()
 
-    started = time.monotonic()
-    threads = [threading.Thread(target=client) for _ in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    wall = run_clients(client, [()] * clients)
     total = sum(statuses.values())
     return {"clients": clients, "requests": total, "statuses": statuses,
-            "requests_per_s": round(total / (time.monotonic() - started), 1)}
+            "requests_per_s": round(total / wall, 1)}
 
 
 def run() -> dict[str, Any]:

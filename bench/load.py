@@ -19,7 +19,7 @@ from typing import Any
 
 import requests
 
-from bench.common import bench_stack, print_table, write_result
+from bench.common import bench_stack, print_table, run_clients, write_result
 from gemcast.aws import records_from_dead_letters
 from gemcast.schema import EXAMPLE_STONE
 from gemcast_local.stack import LocalStack
@@ -64,13 +64,7 @@ def _hammer(url: str, headers: dict[str, str], body_of: Any, clients: int, secon
                 if rid:
                     request_ids.append(rid)
 
-    started = time.monotonic()
-    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.monotonic() - started
+    wall = run_clients(client, [(n,) for n in range(clients)])
     latencies.sort()
     answered = len(latencies)
     return {

@@ -20,7 +20,7 @@ from typing import Any
 import boto3
 import requests
 
-from bench.common import bench_stack, print_table, time_calls, write_result
+from bench.common import bench_stack, print_table, run_clients, time_calls, write_result
 from gemcast.schema import EXAMPLE_STONE
 from gemcast_local.stack import LocalStack
 
@@ -58,13 +58,7 @@ def _load(stack: LocalStack, threads: int) -> dict[str, Any]:
                 if response.status_code == 200:
                     request_ids.append(response.json()["request_id"])
 
-    started = time.monotonic()
-    workers = [threading.Thread(target=client) for _ in range(threads)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    wall = time.monotonic() - started
+    wall = run_clients(client, [()] * threads)
     latencies.sort()
     table = boto3.resource("dynamodb", **_boto_args(stack)).Table(stack.resource_name("PredictionLogTable"))
     logged = sum(1 for rid in request_ids if "Item" in table.get_item(Key={"request_id": rid}))
