@@ -10,6 +10,7 @@ same held-out stones (the hash split).
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -60,9 +61,11 @@ def run() -> dict[str, Any]:
     cal = calibration_mask([clean.accepted[i] for i in train_idx])
     fit_idx, cal_idx = train_idx[~cal], train_idx[cal]
     val = _validation_mask([clean.accepted[i] for i in fit_idx])
+    load_before = os.getloadavg()[0]
     t0 = time.perf_counter()
     model, params = tuned_xgboost(X[fit_idx], y[fit_idx], val)
     xgb_seconds = time.perf_counter() - t0
+    load_after = os.getloadavg()[0]
     log_test = model.predict(X[test_idx]).astype(float)
     xgb_metrics = metrics(y[test_idx], np.exp(log_test))
     table = intervals.calibrate(model.predict(X[cal_idx]).astype(float), np.log(y[cal_idx]))
@@ -81,16 +84,21 @@ def run() -> dict[str, Any]:
         training.run()
     ours = json.loads(ours_file.read_text())
     result = {"xgboost": {"metrics": xgb_metrics, "params": params, "seconds": round(xgb_seconds, 1),
+                          "load_average": [round(load_before, 2), round(load_after, 2)],
                           "ranges": xgb_ranges, "predict_1_stone": xgb_one, "shap_1_stone": xgb_shap},
               "gemcast": {"metrics": ours["metrics"], "seconds": ours["training_seconds"], "version": ours["version"],
-                          "ranges": ours.get("ranges"), "answer_1_stone": ours.get("answer_1_stone")}}
+                          "load_average": ours.get("load_average"), "ranges": ours.get("ranges"),
+                          "answer_1_stone": ours.get("answer_1_stone")}}
     write_result("compare", result)
     g = ours["metrics"]
     rows = [
         ("MAE   gemcast / XGBoost", f"${g['mae']:.2f} / ${xgb_metrics['mae']:.2f}", "lower is better"),
         ("MAPE  gemcast / XGBoost", f"{g['mape']:.3f} % / {xgb_metrics['mape']:.3f} %", ""),
         ("RMSE  gemcast / XGBoost", f"${g['rmse']:.2f} / ${xgb_metrics['rmse']:.2f}", ""),
-        ("training seconds gemcast / XGBoost", f"{ours['training_seconds']:.1f} / {xgb_seconds:.1f}", ""),
+        ("training seconds gemcast / XGBoost", f"{ours['training_seconds']:.1f} / {xgb_seconds:.1f}",
+         "gemcast: the whole run_training"),
+        ("load average gemcast / XGBoost (2 cores)",
+         f"{(ours.get('load_average') or ['?'])[-1]} / {load_after:.1f}", "a shared machine: times under load"),
     ]
     for c, r in (ours.get("ranges") or {}).items():
         x = xgb_ranges.get(c)
