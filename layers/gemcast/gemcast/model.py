@@ -73,7 +73,7 @@ from typing import Any
 
 import numpy as np
 
-from gemcast import treeshap_kernel
+from gemcast import tree_walk, treeshap_kernel
 from gemcast.errors import GemcastError, ValidationError
 from gemcast.schema import CATEGORIES, DERIVED_INPUT_NAMES, DESCRIPTIONS, FEATURES
 
@@ -103,9 +103,11 @@ LINEAR_KEYS = ("coef", "intercept", "center", "scale", "background_mean")
 _CODE_COLUMNS = np.array([FEATURES.index(f) for f in CATEGORIES], dtype=np.intp)
 _CODE_MAX = np.array([len(CATEGORIES[f]) - 1 for f in CATEGORIES], dtype=np.float64)
 
-# Batches of at least this many stones go to onnxruntime when it is installed and checks out
-# (see _OnnxTrees); smaller ones take the numpy walk, whose fixed cost is lower.
-FAST_MIN_ROWS = 1
+# Fewer stones than this take the compiled walk (gemcast.tree_walk) when numba is here: for them
+# it costs about half of onnxruntime's call. Larger batches go to onnxruntime when it is
+# installed and checks out (see _OnnxTrees), else to the compiled walk; the numpy walk is what
+# remains without either.
+COMPILED_MAX_ROWS = 16
 
 _log = logging.getLogger(__name__)
 
@@ -655,6 +657,8 @@ class TreeEnsembleModel(Model):
         self._leaves: dict[str, Any] | None = None
         self._fast: _OnnxTrees | None = None
         self._fast_tried = False
+        self._compiled: tree_walk.CompiledTrees | None = None
+        self._compiled_tried = False
 
     def _max_depth(self) -> int:
         """Longest root-to-leaf path, found by walking all trees level by level."""
@@ -689,18 +693,34 @@ class TreeEnsembleModel(Model):
     def predict_log(self, X: Any) -> np.ndarray:
         """log(price) for an n x 9 array of raw features (or one row of 9)."""
         Za = self._augmented(model_inputs(X, self.input_names))
-        if Za.shape[0] >= FAST_MIN_ROWS:
-            fast = self.fast_predictor()
-            if fast is not None:
-                return fast.predict(Za)
-        return self._walk(Za)
+        fast = self.fast_predictor()
+        if fast is not None and Za.shape[0] >= COMPILED_MAX_ROWS:
+            return fast.predict(Za)
+        compiled = self.compiled_walk()
+        if compiled is not None:
+            return compiled.predict(Za)
+        return fast.predict(Za) if fast is not None else self._walk(Za)
 
     def fast_predictor(self) -> _OnnxTrees | None:
-        """The onnxruntime predictor for batches, built and checked at first use; None without it."""
+        """The onnxruntime predictor for batches, built and checked at first use; None without it.
+
+        The compiled walk is built (and compiled) with it, so that a server pays both before
+        its first request."""
         if not self._fast_tried:
             self._fast = _OnnxTrees.build(self)
             self._fast_tried = True
+            self.compiled_walk()
         return self._fast
+
+    def compiled_walk(self) -> tree_walk.CompiledTrees | None:
+        """The compiled walk (gemcast.tree_walk) over these trees, built at first use; None without numba."""
+        if not self._compiled_tried:
+            self._compiled_tried = True
+            self._compiled = tree_walk.CompiledTrees.build(
+                feature=self._feature, threshold=self._threshold, left=self._left, right=self._right,
+                leaf_value=self._value * self._weight[:, None], columns_of=self._F * self._as32.astype(np.intp),
+                bias=self._bias)
+        return self._compiled
 
     def _walk(self, Xa: np.ndarray) -> np.ndarray:
         """The numpy walk: log(price) for rows of (augmented) inputs."""
