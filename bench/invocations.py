@@ -76,8 +76,16 @@ class Poster:
         self.connection = http.client.HTTPConnection(where.hostname, where.port, timeout=60)
 
     def post(self, data: bytes, headers: dict[str, str]) -> bytes:
-        self.connection.request("POST", self.path, body=data, headers={**headers, "Content-Length": str(len(data))})
-        answer = self.connection.getresponse()
+        sent = {**headers, "Content-Length": str(len(data))}
+        try:
+            self.connection.request("POST", self.path, body=data, headers=sent)
+            answer = self.connection.getresponse()
+        except ConnectionError:  # http.client.RemoteDisconnected is one
+            # The server closed the idle keep-alive connection (gunicorn's keepalive is 2 s by
+            # default): connect again, as requests does.
+            self.connection.close()
+            self.connection.request("POST", self.path, body=data, headers=sent)
+            answer = self.connection.getresponse()
         body = answer.read()
         if answer.status != 200:
             raise RuntimeError(f"POST {self.path}: {answer.status} {body[:200]!r}")
