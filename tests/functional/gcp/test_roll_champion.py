@@ -132,3 +132,27 @@ def test_a_notification_of_another_object_changes_nothing(cloud: dict[str, Any],
     champion_event(cloud, name)
 
     assert serving(cloud) == {} and cloud["vertex"].models == {}
+
+
+def test_the_deploy_scripts_model_step_is_the_same_first_step(cloud: dict[str, Any],
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """gcp/deploy.sh's model step runs `python -m gemcast.vertex_deploy`: nothing without a
+    champion, all traffic on an empty endpoint, a canary beside the old model later."""
+    from gemcast import vertex_deploy
+
+    args = ["--project", PROJECT, "--region", REGION, "--endpoint-id", ENDPOINT_ID,
+            "--image", "europe-docker.pkg.dev/gemcast-local/gemcast/serving:1", "--registry", f"gs://{BUCKET}/models",
+            "--stage", "local", "--api-endpoint", cloud["vertex"].url,
+            "--monitoring-api-endpoint", cloud["monitoring"].url]
+
+    def step() -> dict[str, Any]:
+        assert vertex_deploy.main(args) == 0
+        return dict(json.loads(capsys.readouterr().out))
+
+    assert step()["action"] == "none" and serving(cloud) == {}
+    cloud["registry"].promote("v1", reason="first")
+    first = step()
+    assert first["action"] == "canary_started" and serving(cloud) == {"gemcast-v1": 100}
+    assert step()["action"] == "unchanged"
+    cloud["registry"].promote("v2", reason="better")
+    assert step()["action"] == "canary_started" and serving(cloud) == {"gemcast-v1": 90, "gemcast-v2": 10}
