@@ -88,8 +88,7 @@ def policy_rule(policy: Mapping[str, Any]) -> dict[str, Any]:
     if rule["comparison"] not in _COMPARE or aligner not in _ALIGN:
         raise InvokeError(f"{POLICY.name}: the local runner cannot evaluate {rule['comparison']} of {aligner}")
     return {"filter": str(rule["filter"]), "aligner": aligner, "comparison": str(rule["comparison"]),
-            "threshold": float(rule["thresholdValue"]), "name": str(conditions[0].get("displayName", "")),
-            "period_s": int(str(rule["aggregations"][0]["alignmentPeriod"]).rstrip("s"))}
+            "threshold": float(rule["thresholdValue"]), "name": str(conditions[0].get("displayName", ""))}
 
 
 def policy_state(points: Sequence[float], policy: Mapping[str, Any]) -> tuple[str, float | None]:
