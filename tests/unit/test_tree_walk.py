@@ -3,6 +3,8 @@ the numpy walk and of scikit-learn, float32 thresholds included; and the model w
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 
@@ -115,3 +117,21 @@ def test_derived_inputs_and_a_model_without_the_compiled_walk(monkeypatch: pytes
     assert without.compiled_walk() is None
     for rows in (test_X[:1], test_X[:3], test_X):
         np.testing.assert_allclose(without.predict_log(rows), expected[: len(rows)], rtol=RTOL, atol=0)
+
+
+def test_a_batch_split_over_the_cores_is_priced_and_explained_as_one_block(monkeypatch: pytest.MonkeyPatch) -> None:
+    X, y = synthetic(800, seed=8)
+    hgb = HistGradientBoostingRegressor(max_iter=25, random_state=0).fit(model_inputs(X, DEFAULT_INPUTS), y)
+    model = load_model(save_model(export_model(hgb, FEATURES, input_names=DEFAULT_INPUTS)))
+    rows = synthetic(301, seed=9)[0]
+    monkeypatch.setattr(tree_walk, "PARALLEL_MIN_ROWS", 10**9)
+    prices, (base, phi) = model.predict_log(rows), model.explain(rows)
+    monkeypatch.setattr(tree_walk, "PARALLEL_MIN_ROWS", 2)
+    pool = ThreadPoolExecutor(1)  # two blocks, even on one core
+    monkeypatch.setattr(tree_walk, "_row_pool", lambda: pool)
+    np.testing.assert_array_equal(model.predict_log(rows), prices)
+    split_base, split_phi = model.explain(rows)
+    assert split_base == base
+    np.testing.assert_array_equal(split_phi, phi)
+    np.testing.assert_allclose(prices, hgb.predict(model_inputs(rows, DEFAULT_INPUTS)), rtol=RTOL, atol=0)
+    pool.shutdown()

@@ -695,10 +695,10 @@ class TreeEnsembleModel(Model):
         Za = self._augmented(model_inputs(X, self.input_names))
         fast = self.fast_predictor()
         if fast is not None and Za.shape[0] >= COMPILED_MAX_ROWS:
-            return fast.predict(Za)
+            return tree_walk.by_row_blocks(fast.predict, Za)
         compiled = self.compiled_walk()
         if compiled is not None:
-            return compiled.predict(Za)
+            return tree_walk.by_row_blocks(compiled.predict, Za)
         return fast.predict(Za) if fast is not None else self._walk(Za)
 
     def fast_predictor(self) -> _OnnxTrees | None:
@@ -945,12 +945,17 @@ class TreeEnsembleModel(Model):
         compiled = treeshap_kernel.kernel()
         if compiled is not None:
             flat = lt["flat"]
-            out = np.zeros((F, n))
+            # Chosen by the whole batch: its blocks of rows (by_row_blocks) read the same tables.
             tables = flat["tables"] if n >= treeshap_kernel.BATCH else flat["small_tables"]
-            compiled[0](np.ascontiguousarray(self._augmented(Z, always=True).T), flat["start"], flat["column"],
-                        flat["lo"], flat["hi"], flat["feature"], flat["b"], flat["value"], flat["points"],
-                        *flat["rules"], *flat["ratios"], *tables, out)
-            return self.base_log, out.T
+
+            def explain(rows: np.ndarray) -> np.ndarray:
+                out = np.zeros((F, rows.shape[0]))
+                compiled[0](np.ascontiguousarray(self._augmented(rows, always=True).T), flat["start"],
+                            flat["column"], flat["lo"], flat["hi"], flat["feature"], flat["b"], flat["value"],
+                            flat["points"], *flat["rules"], *flat["ratios"], *tables, out)
+                return out.T
+
+            return self.base_log, tree_walk.by_row_blocks(explain, Z)
         # Stones last: every work array below is (leaves, slots or points, stones), contiguous.
         ZaT = self._augmented(Z, always=True).T
         bins = np.empty(ZaT.shape, dtype=lt["code"])  # (columns, stones): each value's bin

@@ -17,6 +17,10 @@ trees' steps and nothing else: no numpy array per level (the numpy walk's dozens
 session call (onnxruntime's fixed cost a call); for about 16 stones and more, onnxruntime's
 batch walk is faster, and the model uses it there (``TreeEnsembleModel.predict_log``).
 
+:func:`by_row_blocks` splits a large batch over the cores, for this walk, onnxruntime's and the
+TreeSHAP kernel alike (each releases the GIL, and each row is computed on its own, so the blocks
+answer what the whole batch would).
+
 numba compiles it at first use (cached beside this file when the folder is writable). Without
 numba, or when it cannot compile here, :func:`kernel` answers None and the model keeps its
 other predictors.
@@ -24,6 +28,9 @@ other predictors.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -31,6 +38,8 @@ import numpy as np
 from gemcast.treeshap_kernel import first_use
 
 GROUP = 16  # trees walked side by side: their steps do not wait for one another
+PARALLEL_MIN_ROWS = 256  # from this many rows on, a batch is split over the machine's cores
+_POOL: tuple[int, ThreadPoolExecutor] | None = None  # (the process it belongs to, the pool)
 _KERNEL: Any = None
 _TRIED = False
 
@@ -161,3 +170,32 @@ def _tree_depths(feature: np.ndarray, left: np.ndarray, right: np.ndarray) -> np
         depth[tree] = level
         tree, node = np.concatenate([tree, tree]), np.concatenate([left[tree, node], right[tree, node]])
     return depth
+
+
+def _row_pool() -> ThreadPoolExecutor | None:
+    """This process's pool of (cores - 1) threads, made at first use (a pool does not survive a
+    fork: a forked worker makes its own); None on one core."""
+    global _POOL
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if cores < 2:
+        return None
+    if _POOL is None or _POOL[0] != os.getpid():
+        _POOL = os.getpid(), ThreadPoolExecutor(cores - 1, thread_name_prefix="gemcast-rows")
+    return _POOL[1]
+
+
+def by_row_blocks(fn: Callable[[np.ndarray], np.ndarray], rows: np.ndarray) -> np.ndarray:
+    """``fn(rows)``, for a batch of at least PARALLEL_MIN_ROWS rows computed as one block of rows a
+    core side by side, and joined in order along the first axis.
+
+    For a function whose rows do not depend on each other and that releases the GIL while it
+    works (a nogil numba kernel, onnxruntime's run): a 1,000-stone request then takes both
+    cores of an otherwise idle 2-core server instead of one. Under load (every core already
+    busy with other requests) it is no faster, and costs a thread switch a block.
+    """
+    pool = _row_pool() if rows.shape[0] >= PARALLEL_MIN_ROWS else None
+    if pool is None:
+        return fn(rows)
+    parts = np.array_split(rows, pool._max_workers + 1)
+    pending = [pool.submit(fn, part) for part in parts[1:]]
+    return np.concatenate([fn(parts[0]), *(p.result() for p in pending)])
