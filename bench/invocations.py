@@ -136,6 +136,7 @@ def run() -> dict[str, Any]:
         loaded = Registry(registry).load_champion()
         predictor = Predictor(loaded.model, loaded.version)
         loaded.model.fast_predictor()
+        loaded.model.compiled_walk()  # as the model server does at start
         limits = threadpool_limits(1)  # one BLAS/OpenMP thread, as in each serving worker
         for stone in stones[:20]:  # warm up
             predictor.price([stone])

@@ -103,10 +103,10 @@ LINEAR_KEYS = ("coef", "intercept", "center", "scale", "background_mean")
 _CODE_COLUMNS = np.array([FEATURES.index(f) for f in CATEGORIES], dtype=np.intp)
 _CODE_MAX = np.array([len(CATEGORIES[f]) - 1 for f in CATEGORIES], dtype=np.float64)
 
-# Fewer stones than this take the compiled walk (gemcast.tree_walk) when numba is here: for them
-# it costs about half of onnxruntime's call. Larger batches go to onnxruntime when it is
-# installed and checks out (see _OnnxTrees), else to the compiled walk; the numpy walk is what
-# remains without either.
+# Fewer stones than this take the compiled walk (gemcast.tree_walk) once it is built (see
+# TreeEnsembleModel.compiled_walk): for them it costs about half of onnxruntime's call. Larger
+# batches go to onnxruntime when it is installed and checks out (see _OnnxTrees), else to the
+# compiled walk; the numpy walk is what remains without either.
 COMPILED_MAX_ROWS = 16
 
 _log = logging.getLogger(__name__)
@@ -438,6 +438,10 @@ class Model:
         """A compiled predictor for batches, or None (a linear model needs none)."""
         return None
 
+    def compiled_walk(self) -> Any:
+        """A compiled predictor for a few stones, or None (a linear model needs none)."""
+        return None
+
     # Subclasses fill these.
     @property
     def n_trees(self) -> int:
@@ -694,26 +698,24 @@ class TreeEnsembleModel(Model):
         """log(price) for an n x 9 array of raw features (or one row of 9)."""
         Za = self._augmented(model_inputs(X, self.input_names))
         fast = self.fast_predictor()
-        if fast is not None and Za.shape[0] >= COMPILED_MAX_ROWS:
-            return tree_walk.by_row_blocks(fast.predict, Za)
-        compiled = self.compiled_walk()
-        if compiled is not None:
+        compiled = self._compiled  # once compiled_walk() built it (the model server does, at start)
+        if compiled is not None and (Za.shape[0] < COMPILED_MAX_ROWS or fast is None):
             return tree_walk.by_row_blocks(compiled.predict, Za)
-        return fast.predict(Za) if fast is not None else self._walk(Za)
+        if fast is not None:
+            return tree_walk.by_row_blocks(fast.predict, Za)
+        return self._walk(Za)
 
     def fast_predictor(self) -> _OnnxTrees | None:
-        """The onnxruntime predictor for batches, built and checked at first use; None without it.
-
-        The compiled walk is built (and compiled) with it, so that a server pays both before
-        its first request."""
+        """The onnxruntime predictor for batches, built and checked at first use; None without it."""
         if not self._fast_tried:
             self._fast = _OnnxTrees.build(self)
             self._fast_tried = True
-            self.compiled_walk()
         return self._fast
 
     def compiled_walk(self) -> tree_walk.CompiledTrees | None:
-        """The compiled walk (gemcast.tree_walk) over these trees, built at first use; None without numba."""
+        """The compiled walk (gemcast.tree_walk) over these trees, built (and compiled) here; None
+        without numba. predict_log takes it once built: the model server builds it at start,
+        while a scoring run, all large batches, never imports numba for it."""
         if not self._compiled_tried:
             self._compiled_tried = True
             self._compiled = tree_walk.CompiledTrees.build(
