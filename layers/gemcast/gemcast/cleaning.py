@@ -117,6 +117,19 @@ def curated_line(row: Mapping[str, Any]) -> str:
     )
 
 
+def round_trips(row: Mapping[str, Any]) -> bool:
+    """Whether ``row`` read back from its ``curated_line`` gives the very same values."""
+    cells = curated_line(row).rstrip("\n").split(",")
+    for name, cell in zip(COLUMNS, cells, strict=True):
+        value = row[name]
+        if isinstance(value, str):
+            if cell != value:
+                return False
+        elif not isinstance(value, float) or float(cell) != value:
+            return False
+    return True
+
+
 def csv_lines(text: str) -> Iterator[tuple[list[str], Problem | None]]:
     """Each physical line of a CSV document as (cells, None), or ([line], problem) when unreadable.
 
@@ -189,20 +202,38 @@ class Cleaner:
                 problems.append(Problem("row", f"has {len(cells)} fields, expected {len(header)}"))
             values, stone_problems = check_stone(raw, with_price=True)
             problems.extend(stone_problems)
-            label = f"{source}:{line}" if source else f"line {line}"
-            if not problems:
-                key = stone_id(values) + f"|{values['price']:g}"
-                if key in self._first_line_of:
-                    problems.append(Problem("row", f"exact duplicate of {self._first_line_of[key]}"))
-                else:
-                    self._first_line_of[key] = label
-            if problems:
-                self.result.rejected.append(RejectedRow(line, raw, problems, source))
-            else:
-                self.result.accepted.append(values)
-                self.result.accepted_lines.append(line)
+            self._admit(line, raw, values, problems, source)
         if self.result.total == before:
             raise DatasetError(f"{where}the file has a header but no data rows")
+
+    def _admit(self, line: int, raw: dict[str, Any], values: dict[str, Any], problems: list[Problem],
+               source: str) -> None:
+        """Accept a checked row unless it has problems or repeats an accepted one."""
+        if not problems:
+            key = stone_id(values) + f"|{values['price']:g}"
+            if key in self._first_line_of:
+                problems.append(Problem("row", f"exact duplicate of {self._first_line_of[key]}"))
+            else:
+                self._first_line_of[key] = f"{source}:{line}" if source else f"line {line}"
+        if problems:
+            self.result.rejected.append(RejectedRow(line, raw, problems, source))
+        else:
+            self.result.accepted.append(values)
+            self.result.accepted_lines.append(line)
+
+    def add_curated(self, accepted: list[dict[str, Any]], *, source: str = "") -> bool:
+        """Add the accepted rows of a batch as its curated CSV (``curated_csv``) would add them,
+        without writing and checking that text again: possible when every row comes back from
+        its curated line unchanged (``round_trips``), since cleaning the same values gives the
+        same answer. Returns False, having added nothing, when some row would not; then clean
+        the curated text with ``add_csv``."""
+        if not accepted or not all(round_trips(row) for row in accepted):
+            return False
+        self.result.source = ", ".join(s for s in (self.result.source, source) if s)
+        for line, values in enumerate(accepted, start=2):
+            raw = dict(zip(COLUMNS, curated_line(values).rstrip("\n").split(","), strict=True))
+            self._admit(line, raw, dict(values), [], source)
+        return True
 
     def add_csv(self, text: str | bytes, *, source: str = "") -> None:
         if isinstance(text, bytes):
