@@ -58,7 +58,7 @@ def stored(table: str) -> dict[str, dict[str, Any]]:
         page = boto3.resource("dynamodb").Table(table).scan(**kwargs)
         items += page["Items"]
         if "LastEvaluatedKey" not in page:
-            return {str(i["stone_id"]): plain(i) for i in items}
+            return {plain(i)["stone_id"]: plain(i) for i in items}
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 

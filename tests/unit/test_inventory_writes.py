@@ -13,7 +13,7 @@ from boto3.dynamodb.types import TypeSerializer
 from gemcast.cleaning import clean_csv
 from gemcast.errors import GemcastError
 from gemcast.gcp import EMULATOR_OPS, RAMP_START_OPS, WRITE_ATTEMPTS, FirestoreInventory
-from gemcast.inventory import dynamodb_item, to_item
+from gemcast.inventory import dynamodb_item, item_id, plain, to_item
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 
@@ -27,6 +27,19 @@ def test_dynamodb_items_are_what_the_resource_would_send() -> None:
         assert dynamodb_item(item) == resource_form
     assert dynamodb_item({"n": 3, "flag": True, "none": None}) == {"n": {"N": "3"}, "flag": {"BOOL": True},
                                                                    "none": {"NULL": True}}
+
+
+def test_an_item_stores_each_fact_once_and_reads_back_as_its_stone() -> None:
+    stone = clean_csv((DATA / "diamonds.csv").read_bytes()).accepted[0]
+    item = to_item(stone)
+    assert sorted(item) == sorted(["stone_group", "carat_key", "carat", "depth", "table", "x", "y", "z", "price"])
+    assert plain(item) == {"stone_id": item_id(stone), **stone}
+    # An item written with the grades and the id as attributes too (before) reads the same.
+    older = {**item, "stone_id": item_id(stone), "cut": stone["cut"], "color": stone["color"],
+             "clarity": stone["clarity"]}
+    assert plain(older) == plain(item)
+    assert list(plain(item)) == ["stone_id", "carat", "cut", "color", "clarity", "depth", "table", "x", "y", "z",
+                                 "price"]
 
 
 class Failure:
@@ -97,7 +110,7 @@ def test_the_emulator_is_not_ramped_up_and_a_rate_given_is_kept(monkeypatch: pyt
 
 def test_failed_firestore_writes_are_retried_and_one_that_keeps_failing_is_raised() -> None:
     stones = clean_csv((DATA / "diamonds.csv").read_bytes()).accepted[:3]
-    ids = [to_item(s)["stone_id"] for s in stones]
+    ids = [item_id(s) for s in stones]
 
     client = Client({ids[0]: WRITE_ATTEMPTS - 1})
     assert FirestoreInventory(client, "inventory").put_stones(stones) == 3

@@ -11,7 +11,7 @@ import hashlib
 import io
 import json
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -117,9 +117,8 @@ def curated_line(row: Mapping[str, Any]) -> str:
     )
 
 
-def round_trips(row: Mapping[str, Any]) -> bool:
-    """Whether ``row`` read back from its ``curated_line`` gives the very same values."""
-    cells = curated_line(row).rstrip("\n").split(",")
+def _reads_back(row: Mapping[str, Any], cells: list[str]) -> bool:
+    """Whether ``row`` read back from the cells of its ``curated_line`` gives the very same values."""
     for name, cell in zip(COLUMNS, cells, strict=True):
         value = row[name]
         if isinstance(value, str):
@@ -206,9 +205,10 @@ class Cleaner:
         if self.result.total == before:
             raise DatasetError(f"{where}the file has a header but no data rows")
 
-    def _admit(self, line: int, raw: dict[str, Any], values: dict[str, Any], problems: list[Problem],
-               source: str) -> None:
-        """Accept a checked row unless it has problems or repeats an accepted one."""
+    def _admit(self, line: int, raw: dict[str, Any] | Callable[[], dict[str, Any]], values: dict[str, Any],
+               problems: list[Problem], source: str) -> None:
+        """Accept a checked row unless it has problems or repeats an accepted one (``raw``, the
+        row as read, may be given as a function that makes it: only a rejected row keeps it)."""
         if not problems:
             key = stone_id(values) + f"|{values['price']:g}"
             if key in self._first_line_of:
@@ -216,7 +216,7 @@ class Cleaner:
             else:
                 self._first_line_of[key] = f"{source}:{line}" if source else f"line {line}"
         if problems:
-            self.result.rejected.append(RejectedRow(line, raw, problems, source))
+            self.result.rejected.append(RejectedRow(line, raw() if callable(raw) else raw, problems, source))
         else:
             self.result.accepted.append(values)
             self.result.accepted_lines.append(line)
@@ -224,15 +224,15 @@ class Cleaner:
     def add_curated(self, accepted: list[dict[str, Any]], *, source: str = "") -> bool:
         """Add the accepted rows of a batch as its curated CSV (``curated_csv``) would add them,
         without writing and checking that text again: possible when every row comes back from
-        its curated line unchanged (``round_trips``), since cleaning the same values gives the
+        its curated line unchanged, since cleaning the same values gives the
         same answer. Returns False, having added nothing, when some row would not; then clean
         the curated text with ``add_csv``."""
-        if not accepted or not all(round_trips(row) for row in accepted):
+        cells = [curated_line(row).rstrip("\n").split(",") for row in accepted]
+        if not accepted or not all(_reads_back(row, text) for row, text in zip(accepted, cells, strict=True)):
             return False
         self.result.source = ", ".join(s for s in (self.result.source, source) if s)
-        for line, values in enumerate(accepted, start=2):
-            raw = dict(zip(COLUMNS, curated_line(values).rstrip("\n").split(","), strict=True))
-            self._admit(line, raw, dict(values), [], source)
+        for line, (values, text) in enumerate(zip(accepted, cells, strict=True), start=2):
+            self._admit(line, lambda text=text: dict(zip(COLUMNS, text, strict=True)), dict(values), [], source)
         return True
 
     def add_csv(self, text: str | bytes, *, source: str = "") -> None:

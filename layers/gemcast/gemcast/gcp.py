@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 
 from gemcast.api import pack_documents, unpack_documents
 from gemcast.errors import EndpointError, GemcastError, ValidationError
-from gemcast.inventory import carat_prefix, group_key, nearest, to_item
+from gemcast.inventory import carat_prefix, group_key, nearest, stone_of, to_item
 from gemcast.log_overflow import REF_FIELD, encoded_size, follow, reference, store_whole, with_retries
 from gemcast.registry import Registry
 from gemcast.storage import Storage
@@ -318,8 +318,8 @@ WRITE_ATTEMPTS = 10
 
 
 class FirestoreInventory:
-    """The inventory in a Firestore collection: one document per stone (id = stone id), with
-    ``stone_group`` and ``carat_key`` as in ``gemcast.inventory``. ``similar`` runs the two
+    """The inventory in a Firestore collection: one document per stone (id = stone id), the
+    item of ``gemcast.inventory.to_item``. ``similar`` runs the two
     range queries that the composite indexes of gcp/firestore.indexes.json serve.
 
     ``ops_per_second`` caps the BulkWriter of ``put_stones``. By default it starts at Firestore's
@@ -362,7 +362,7 @@ class FirestoreInventory:
         for stone in stones:
             item = to_item(stone)
             # Same stone, same document: loading a batch twice changes nothing.
-            writer.set(self.collection.document(item["stone_id"]), item)
+            writer.set(self.collection.document(stone_of(item)), item)
             count += 1
         writer.close()  # waits for every write, retries included
         if failures:

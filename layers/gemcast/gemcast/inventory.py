@@ -35,14 +35,24 @@ def item_id(stone: Mapping[str, Any]) -> str:
     return hashlib.sha256(f"{stone_id(stone)}|{float(stone['price']):g}".encode()).hexdigest()[:16]
 
 
+# What an item stores besides its two keys. The grades are in ``stone_group`` and the stone id
+# ends ``carat_key``, so neither is stored twice: each attribute more is work on every write of
+# every stone (serialized, parsed, sized, indexed), for nothing a reader needs (``plain``).
+STORED_FIELDS = tuple(f for f in STONE_FIELDS if f not in ("cut", "color", "clarity"))
+
+
 def to_item(stone: Mapping[str, Any]) -> dict[str, Any]:
-    sid = item_id(stone)
+    """The stored form of a stone: its two keys and its measurements and price (see ``plain``)."""
     return {
         "stone_group": group_key(stone["cut"], stone["color"], stone["clarity"]),
-        "carat_key": f"{carat_prefix(float(stone['carat']))}#{sid}",
-        "stone_id": sid,
-        **{f: stone[f] for f in STONE_FIELDS},
+        "carat_key": f"{carat_prefix(float(stone['carat']))}#{item_id(stone)}",
+        **{f: stone[f] for f in STORED_FIELDS},
     }
+
+
+def stone_of(item: Mapping[str, Any]) -> str:
+    """The id of a stored stone: the end of its ``carat_key``."""
+    return str(item["carat_key"]).rsplit("#", 1)[1]
 
 
 def parse_query(params: Mapping[str, Any] | None) -> tuple[float, str, str, str, int]:
@@ -92,16 +102,19 @@ def nearest(carat: float, above: Sequence[Mapping[str, Any]], below: Sequence[Ma
     """Merge the two range-query results: the n stones nearest in carat, nearest first."""
     seen: dict[str, dict[str, Any]] = {}
     for item in [*above, *below]:
-        seen[str(item["stone_id"])] = plain(item)
+        seen[stone_of(item)] = plain(item)
     ranked = sorted(seen.values(), key=lambda s: (abs(float(s["carat"]) - carat), float(s["carat"]), s["stone_id"]))
     return ranked[:n]
 
 
 def plain(item: Mapping[str, Any]) -> dict[str, Any]:
-    """A stored item as JSON-ready values (DynamoDB gives Decimals)."""
+    """A stored item as the stone it holds, JSON-ready (DynamoDB gives Decimals): its id and
+    grades read from its keys (an item stored with them as attributes as well reads the same)."""
+    cut, color, clarity = str(item["stone_group"]).split("#")
+    keys = {"stone_id": stone_of(item), "cut": cut, "color": color, "clarity": clarity}
     out: dict[str, Any] = {}
     for k in ("stone_id", *STONE_FIELDS):
-        v = item.get(k)
+        v = keys[k] if k in keys else item.get(k)
         if isinstance(v, Decimal):
             v = int(v) if k == "price" and v == v.to_integral_value() else float(v)
         out[k] = v
