@@ -7,6 +7,7 @@ Pure standard library, so the preprocess function needs neither pandas nor numpy
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import io
 import json
@@ -115,6 +116,10 @@ def curated_line(row: Mapping[str, Any]) -> str:
         f"{row['carat']:g},{row['cut']},{row['color']},{row['clarity']},{row['depth']:g},"
         f"{row['table']:g},{price_text},{row['x']:g},{row['y']:g},{row['z']:g}\n"
     )
+
+
+def _row_of(cells: list[str]) -> dict[str, Any]:
+    return dict(zip(COLUMNS, cells, strict=True))
 
 
 def _reads_back(row: Mapping[str, Any], cells: list[str]) -> bool:
@@ -232,7 +237,7 @@ class Cleaner:
             return False
         self.result.source = ", ".join(s for s in (self.result.source, source) if s)
         for line, (values, text) in enumerate(zip(accepted, cells, strict=True), start=2):
-            self._admit(line, lambda text=text: dict(zip(COLUMNS, text, strict=True)), dict(values), [], source)
+            self._admit(line, functools.partial(_row_of, text), dict(values), [], source)
         return True
 
     def add_csv(self, text: str | bytes, *, source: str = "") -> None:
