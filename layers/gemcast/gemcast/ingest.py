@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -108,8 +109,12 @@ def ingest_object(storage: Storage, key: str, inventory: Inventory) -> IngestRes
         storage.write_bytes(f"{REJECTED}{name}.jsonl", result.rejected_jsonl().encode(), "application/x-ndjson")
     else:
         storage.delete(f"{REJECTED}{name}.jsonl")
-    loaded = inventory.put_stones(result.accepted)
-    snapshot_id, combined = curated_snapshot(storage, {curated: result.accepted})
+    # The snapshot is worked out while the inventory load waits on its writes; it is written
+    # only once every stone is loaded.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot") as pool:
+        snapshot_of_all = pool.submit(curated_snapshot, storage, {curated: result.accepted})
+        loaded = inventory.put_stones(result.accepted)
+        snapshot_id, combined = snapshot_of_all.result()
     snapshot = {
         "snapshot_id": snapshot_id,
         "rows": combined.total if combined else 0,
