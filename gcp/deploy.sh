@@ -12,7 +12,8 @@
 #
 # Settings that are about the deployment rather than the functions (environment, optional):
 #   GCP_PROJECT_ID          override GOOGLE_CLOUD_PROJECT of the env file
-#   MODEL_TAG               suffix of the Vertex AI model id (default: UTC time stamp)
+#   MODEL_TAG               suffix of the web app's App Engine version (default: UTC time stamp)
+#   PYTHON                  a Python with gcp/requirements.txt, for the model step (default python3)
 #   SERVING_MACHINE_TYPE    endpoint machine (default n1-standard-2), MIN/MAX_REPLICAS (1/2)
 #   TRAINING_SCHEDULE       cron of the training trigger (default "0 3 * * *", Etc/UTC)
 #   VPC_NETWORK, VPC_CONNECTOR_RANGE   connector network (default) and /28 range (10.8.0.0/28)
@@ -22,7 +23,8 @@
 #   NOTIFICATION_CHANNELS   comma-separated channel ids for the alert policies
 #   IDENTITY_API_KEY        Identity Platform's web API key, for the web page's sign-in (webapp step)
 #   DRIFT_SCHEDULE          cron of the drift check (default "0 4 * * *", Etc/UTC)
-#   CANARY_SCHEDULE         cron of the Vertex AI canary's steps (default "*/5 * * * *")
+#   CANARY_SCHEDULE         cron of the Vertex AI canary's watch (default "*/5 * * * *"); a new
+#                           champion starts its canary at once (the bucket's champion event)
 #   GCP_BUILD_DIR           where function sources are staged (default build/gcp)
 set -euo pipefail
 
@@ -194,25 +196,27 @@ PY
 )
 }
 
+# The endpoint, and the champion on it through the same canary as every later champion
+# (gemcast.vertex_deploy.roll_champion, one step with start=True, run here with the deployer's
+# credentials; PYTHON needs gcp/requirements.txt). Its Model serves exactly the champion's
+# version (MODEL_VERSION), so an unchanged champion changes nothing.
+#  - The first deploy (an empty endpoint: no old model to split the traffic with, nothing to
+#    fall back to) gives the champion 100 % of the traffic at once.
+#  - A later one (another model on the endpoint) deploys the new champion beside it with 10 %;
+#    the canary schedule of the drift step then promotes it after 300 s, or undeploys it on
+#    errors or p99 latency (the SageMaker rollback's alarms).
+#  - No champion yet (a new project): only the endpoint; the first promotion's champion event
+#    (the bucket's notification of models/champion.json, drift step) deploys it.
 step_model() {
-  # The serving image is the same as SageMaker's; Vertex is told its routes and port.
-  local model_id="gemcast-${STAGE}-${MODEL_TAG}"
-  run gcloud ai models upload --project="$PROJECT" --region="$REGION" \
-    --model-id="$model_id" --display-name="gemcast-${STAGE}" \
-    --container-image-uri="$SERVING_IMAGE" \
-    --container-health-route=/ping --container-predict-route=/invocations \
-    --container-ports=8080 \
-    --container-env-vars="REGISTRY_URI=${REGISTRY_URI},OMP_NUM_THREADS=1" \
-    --artifact-uri="$REGISTRY_URI"
   if ! exists gcloud ai endpoints describe "$ENDPOINT_ID" --region="$REGION" --project="$PROJECT"; then
     run gcloud ai endpoints create --project="$PROJECT" --region="$REGION" \
       --endpoint-id="$ENDPOINT_ID" --display-name="gemcast-${STAGE}"
   fi
-  run gcloud ai endpoints deploy-model "$ENDPOINT_ID" --project="$PROJECT" --region="$REGION" \
-    --model="$model_id" --display-name="gemcast-${STAGE}-${MODEL_TAG}" \
-    --machine-type="$SERVING_MACHINE_TYPE" \
-    --min-replica-count="$MIN_REPLICAS" --max-replica-count="$MAX_REPLICAS" \
-    --service-account="$(sa_email gemcast-serving)" --traffic-split=0=100
+  run env PYTHONPATH=layers/gemcast "${PYTHON:-python3}" -m gemcast.vertex_deploy \
+    --project="$PROJECT" --region="$REGION" --endpoint-id="$ENDPOINT_ID" \
+    --image="$SERVING_IMAGE" --registry="$REGISTRY_URI" --stage="$STAGE" \
+    --service-account="$(sa_email gemcast-serving)" --machine-type="$SERVING_MACHINE_TYPE" \
+    --min-replicas="$MIN_REPLICAS" --max-replicas="$MAX_REPLICAS"
 }
 
 # Stage one function's source: its main.py (gcp/functions/<entry>/ if that folder exists, else
@@ -342,29 +346,56 @@ step_monitoring() {
 
 # Drift (gemcast.drift) and the Vertex AI canary (gemcast.vertex_deploy): check_drift daily, its
 # alert policy notifying a Pub/Sub topic whose function retrain_on_drift runs the training
-# trigger, and roll_champion stepping the canary every few minutes.
+# trigger; the canary's topic fed by the bucket's notification of the registry's champion.json
+# (a new champion starts the canary at once, as S3's event does on AWS) and by a Cloud Scheduler
+# job every few minutes that only watches a canary under way (promote or roll back).
 step_drift() {
-  local topic="gemcast-${STAGE}-drift-alerts" channel policy=gcp/monitoring/drift/drift_score.json
-  if ! exists gcloud pubsub topics describe "$topic" --project="$PROJECT"; then
-    run gcloud pubsub topics create "$topic" --project="$PROJECT"
-  fi
-  # Cloud Monitoring publishes notifications as its own service agent.
+  local topic="gemcast-${STAGE}-drift-alerts" canary_topic="gemcast-${STAGE}-canary" channel
+  local policy=gcp/monitoring/drift/drift_score.json
+  local registry="${REGISTRY_URI#gs://}" name
+  local registry_bucket="${registry%%/*}" champion_key="${registry#*/}/champion.json"
+  if [ "$registry" = "$registry_bucket" ]; then champion_key=champion.json; fi
+  for name in "$topic" "$canary_topic"; do
+    if ! exists gcloud pubsub topics describe "$name" --project="$PROJECT"; then
+      run gcloud pubsub topics create "$name" --project="$PROJECT"
+    fi
+  done
+  # Cloud Monitoring publishes notifications as its own service agent, Cloud Storage as its own.
   run gcloud pubsub topics add-iam-policy-binding "$topic" --project="$PROJECT" \
     --member="serviceAccount:service-$(project_number)@gcp-sa-monitoring-notification.iam.gserviceaccount.com" \
     --role=roles/pubsub.publisher
+  run gcloud pubsub topics add-iam-policy-binding "$canary_topic" --project="$PROJECT" \
+    --member="serviceAccount:$(gcs_service_agent)" --role=roles/pubsub.publisher
+  # The champion event: only objects under the prefix are published; roll_champion checks the name.
+  if [ "$DRY" = 1 ] || ! gcloud storage buckets notifications list "gs://${registry_bucket}" \
+      --format='value(topic)' 2>/dev/null | grep -q "/topics/${canary_topic}\$"; then
+    run gcloud storage buckets notifications create "gs://${registry_bucket}" --project="$PROJECT" \
+      --topic="projects/${PROJECT}/topics/${canary_topic}" --event-types=OBJECT_FINALIZE \
+      --object-prefix="$champion_key" --payload-format=json --skip-topic-setup
+  fi
   deploy_function check_drift 1Gi 540s internal-only --trigger-http --no-allow-unauthenticated
   deploy_function retrain_on_drift 512Mi 120s internal-only --trigger-topic="$topic" \
     --trigger-service-account="$(sa_email gemcast-eventarc)"
-  deploy_function roll_champion 512Mi 300s internal-only --trigger-http --no-allow-unauthenticated
+  # --retry: a failed step (say Vertex AI answered 503) is delivered again; a step is idempotent.
+  deploy_function roll_champion 512Mi 300s internal-only --trigger-topic="$canary_topic" \
+    --trigger-service-account="$(sa_email gemcast-eventarc)" --retry
+  run gcloud functions add-invoker-policy-binding "$(function_name check_drift)" \
+    --region="$REGION" --project="$PROJECT" --member="serviceAccount:$(sa_email gemcast-scheduler)"
   local entry
-  for entry in check_drift roll_champion; do
+  for entry in retrain_on_drift roll_champion; do
     run gcloud functions add-invoker-policy-binding "$(function_name "$entry")" \
-      --region="$REGION" --project="$PROJECT" --member="serviceAccount:$(sa_email gemcast-scheduler)"
+      --region="$REGION" --project="$PROJECT" --member="serviceAccount:$(sa_email gemcast-eventarc)"
   done
-  run gcloud functions add-invoker-policy-binding "$(function_name retrain_on_drift)" \
-    --region="$REGION" --project="$PROJECT" --member="serviceAccount:$(sa_email gemcast-eventarc)"
   scheduled_post "gemcast-${STAGE}-drift-check" "${DRIFT_SCHEDULE:-0 4 * * *}" check_drift 540s
-  scheduled_post "gemcast-${STAGE}-canary" "${CANARY_SCHEDULE:-*/5 * * * *}" roll_champion 300s
+  # The canary's watch: a message on the canary topic (Cloud Scheduler publishes it as its own
+  # service agent); with no canary under way a step reads the endpoint and changes nothing.
+  local verb=create
+  if exists gcloud scheduler jobs describe "gemcast-${STAGE}-canary" --location="$REGION" --project="$PROJECT"; then
+    verb=update
+  fi
+  run gcloud scheduler jobs "$verb" pubsub "gemcast-${STAGE}-canary" --project="$PROJECT" --location="$REGION" \
+    --schedule="${CANARY_SCHEDULE:-*/5 * * * *}" --time-zone=Etc/UTC --topic="$canary_topic" \
+    --message-body='{"source":"schedule"}'
 
   channel="$(query "projects/${PROJECT}/notificationChannels/DRIFT_CHANNEL_ID" \
     gcloud beta monitoring channels list --project="$PROJECT" \

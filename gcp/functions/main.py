@@ -215,16 +215,31 @@ def retrain_on_drift(event: CloudEvent) -> None:
     logger.info("drift incident: %s", _start_training(request))
 
 
-@functions_framework.http
-def roll_champion(request: Request) -> gcp.HttpResult:
-    """Cloud Scheduler (every 5 minutes, OIDC): one step of the Vertex AI canary to the champion."""
+def _canary_step(*, start: bool) -> dict[str, Any]:
+    """One step of the Vertex AI canary to the registry's champion (gemcast.vertex_deploy)."""
     from gemcast.gcp_monitoring import VertexMetrics
-    from gemcast.vertex_deploy import VertexTarget, clients
-    from gemcast.vertex_deploy import roll_champion as step
+    from gemcast.vertex_deploy import VertexTarget, clients, roll_champion
 
     s = _settings("gcp_project", "vertex_endpoint_id", "vertex_api_endpoint", "serving_image_uri", "registry_uri")
     endpoints, models = clients(s.vertex_api_endpoint)
     target = VertexTarget(s.gcp_project, s.gcp_region, s.vertex_endpoint_id, s.serving_image_uri, s.registry_uri,
                           stage=s.stage, service_account=s.serving_service_account)
-    result = step(endpoints, models, VertexMetrics(_metric_client(), s.gcp_project), Registry(s.registry_uri), target)
-    return gcp.json_response(200, result.as_dict())
+    step = roll_champion(endpoints, models, VertexMetrics(_metric_client(), s.gcp_project), Registry(s.registry_uri),
+                         target, start=start)
+    return step.as_dict()
+
+
+@functions_framework.cloud_event
+def roll_champion(event: CloudEvent) -> None:
+    """Pub/Sub topic gemcast-<stage>-canary, fed by two publishers: the bucket's notification of
+    the registry's champion.json (the champion event, as S3's ObjectCreated starts
+    DeployModelFunction on AWS) starts the canary at once; Cloud Scheduler's message (every 5
+    minutes) watches one under way and never starts one. The pointer is read from the
+    registry, so a late or repeated event changes nothing."""
+    from gemcast.vertex_deploy import canary_cause
+
+    cause = canary_cause(event.data, _settings("registry_uri").registry_uri)
+    if cause is None:
+        logger.info("neither the champion pointer's notification nor the canary schedule: nothing to do")
+        return
+    logger.info("canary step (%s): %s", cause, _canary_step(start=cause == "champion"))

@@ -29,7 +29,9 @@
 #                                                   iam.serviceAccountUser (on gemcast-serving only)
 #  gemcast-scheduler       Cloud Scheduler job      run.invoker (on trigger_training only)
 #  gemcast-eventarc        Eventarc trigger         eventarc.eventReceiver (project),
-#                                                   run.invoker (on ingest_upload only)
+#                                                   run.invoker (on ingest_upload, retrain_on_drift
+#                                                   and roll_champion only; deploy.sh binds the
+#                                                   last two after deploying them)
 #  gemcast-training        Vertex AI CustomJob      storage.objectUser (bucket: curated/ in, models/ out)
 #  gemcast-serving         Vertex AI endpoint       storage.objectViewer (bucket: models/)
 #  gemcast-webapp          App Engine web app       none: it calls the API with the user's token

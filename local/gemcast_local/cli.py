@@ -8,6 +8,7 @@ and the GCP functions ship gemcast without gemcast_local.
     TOKEN=$(gemcast-local token)     # an ID token of the demo user
     gemcast-local trigger            # the daily training check, now
     gemcast-local drift              # the drift check of the prediction log; on alarm, the trigger
+    gemcast-local drift --cloud gcp  # the same on the GCP half (make demo-gcp)
 """
 
 from __future__ import annotations
@@ -41,9 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     drift = sub.add_parser("drift", help="the drift check, now, on the running local stack's prediction log; "
                            "on alarm, the training trigger")
     drift.add_argument("--state", default=".gemcast", help="the local stack's state folder")
+    drift.add_argument("--cloud", choices=("aws", "gcp"), default="aws",
+                       help="which half's running stack (default aws: make demo; gcp: make demo-gcp)")
     drift.add_argument("--event", help="an event file (window_end, window_hours) instead of the last day")
-    drift.add_argument("--kind", choices=("gbm", "linear"), help="model kind of a retraining job")
-    drift.add_argument("--budget", type=float, help="that job's search budget in seconds")
+    drift.add_argument("--kind", choices=("gbm", "linear"), help="model kind of a retraining job (aws)")
+    drift.add_argument("--budget", type=float, help="that job's search budget in seconds (aws)")
     token = sub.add_parser("token", help="print an ID token of the running local stack's demo user")
     token.add_argument("--state", default=".gemcast", help="the local stack's state (default .gemcast)")
     token.add_argument("--user", help="e-mail of another user of the local pool")
@@ -83,8 +86,9 @@ def cmd_drift(args: argparse.Namespace) -> int:
     from gemcast_local.drift import run_drift
 
     train_args = [f"--{name}={value}" for name in ("kind", "budget") if (value := getattr(args, name)) is not None]
-    print(json.dumps(run_drift(state_dir=Path(args.state), event_file=Path(args.event) if args.event else None,
-                               train_args=train_args), indent=2, sort_keys=True))
+    print(json.dumps(run_drift(cloud=args.cloud, state_dir=Path(args.state),
+                               event_file=Path(args.event) if args.event else None, train_args=train_args),
+                     indent=2, sort_keys=True))
     return 0
 
 

@@ -3,6 +3,7 @@ serving process as the Vertex AI endpoint, the web page, and a local stand-in fo
 Google service that has no emulator (Vertex AI custom jobs).
 
     gemcast-local up --cloud gcp    # or: make demo-gcp
+    gemcast-local drift --cloud gcp # the drift check on its log; on alarm, retraining (make drift-gcp)
 
 Everything the functions reach goes through the settings they read in the cloud:
 ``FIRESTORE_EMULATOR_HOST``, ``STORAGE_EMULATOR_HOST``, ``VERTEX_API_ENDPOINT`` (the serving
@@ -50,6 +51,9 @@ from gemcast_local.webapp_runner import WebAppServer
 REPO = Path(__file__).resolve().parents[2]
 MAIN = REPO / "gcp" / "functions" / "main.py"
 ENTRY_POINTS = ("ingest_upload", "trigger_training", "api", "before_create", "before_sign_in")
+# The drift check and the alert's way to the training trigger (gemcast-local drift --cloud gcp).
+DRIFT_ENTRY_POINTS = ("check_drift", "retrain_on_drift")
+STATE_FILE = "stack.json"  # in the stack's workdir while it runs: what `gemcast-local drift` reaches
 PROJECT = "gemcast-local"
 # The Firebase Auth emulator's project: a "demo-" id, so firebase-tools never looks for a real one.
 IDENTITY_PROJECT = "demo-gemcast-local"
@@ -401,6 +405,38 @@ def post_cloud_event(url: str, event: Mapping[str, Any], timeout_s: float = 300)
         return int(resp.status)
 
 
+def pubsub_event(topic: str, data: bytes, attributes: Mapping[str, str] | None = None,
+                 project: str = PROJECT) -> dict[str, Any]:
+    """The messagePublished CloudEvent Eventarc delivers to a function with --trigger-topic."""
+    import base64
+
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    message_id = str(uuid.uuid4().int % 10**16)
+    message: dict[str, Any] = {"data": base64.b64encode(data).decode(), "messageId": message_id,
+                               "publishTime": now}
+    if attributes:
+        message["attributes"] = dict(attributes)
+    return {"specversion": "1.0", "id": message_id, "time": now,
+            "type": "google.cloud.pubsub.topic.v1.messagePublished",
+            "source": f"//pubsub.googleapis.com/projects/{project}/topics/{topic}",
+            "datacontenttype": "application/json",
+            "data": {"message": message, "subscription": f"projects/{project}/subscriptions/eventarc-{topic}"}}
+
+
+def storage_notification(bucket: str, name: str, topic: str, project: str = PROJECT) -> dict[str, Any]:
+    """A bucket's Pub/Sub notification (OBJECT_FINALIZE, JSON_API_V1) of one object written, as
+    Eventarc delivers it: the canary's champion event (``gs://<bucket>/models/champion.json``)."""
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    generation = str(time.time_ns() // 1000)
+    resource = {"kind": "storage#object", "bucket": bucket, "name": name, "generation": generation,
+                "id": f"{bucket}/{name}/{generation}", "contentType": "application/json", "timeCreated": now,
+                "updated": now}
+    attributes = {"notificationConfig": f"projects/_/buckets/{bucket}/notificationConfigs/1",
+                  "eventType": "OBJECT_FINALIZE", "payloadFormat": "JSON_API_V1", "bucketId": bucket,
+                  "objectId": name, "objectGeneration": generation, "eventTime": now}
+    return pubsub_event(topic, json.dumps(resource).encode(), attributes, project=project)
+
+
 def storage_event(bucket: str, name: str, size: int, template: Path | None = None) -> dict[str, Any]:
     """The object-finalized CloudEvent of events/gcp/ingest_upload_finalized.json for one object."""
     path = template or REPO / "events" / "gcp" / "ingest_upload_finalized.json"
@@ -411,6 +447,30 @@ def storage_event(bucket: str, name: str, size: int, template: Path | None = Non
     event["data"].update(bucket=bucket, name=name, id=f"{bucket}/{name}/1", size=str(size), timeCreated=now,
                          updated=now, selfLink=f"https://www.googleapis.com/storage/v1/b/{bucket}/o/{name}")
     return event
+
+
+# -- the running stack's state (for `gemcast-local drift --cloud gcp`) ---------------------------
+def write_state(workdir: Path, *, env: Mapping[str, str], functions: Mapping[str, str], jobs_url: str,
+                monitoring_url: str, bucket: str = BUCKET, project: str = PROJECT) -> Path:
+    """``<workdir>/stack.json``: this process, the emulators' env, each function's URL, the
+    Vertex AI jobs and Cloud Monitoring stand-ins; removed when the stack stops."""
+    path = workdir / STATE_FILE
+    path.write_text(json.dumps({"pid": os.getpid(), "env": dict(env), "functions": dict(functions),
+                                "jobs": jobs_url, "monitoring": monitoring_url, "bucket": bucket,
+                                "project": project}, indent=2))
+    return path
+
+
+def read_state(workdir: Path) -> dict[str, Any]:
+    """The running GCP stack's state file; a GemcastError when there is none or it stopped."""
+    from gemcast_local.stack import StackError
+    from gemcast_local.stack import read_state as read_any
+
+    try:
+        return read_any(workdir)
+    except StackError as exc:
+        raise GemcastError(f"no GCP stack running with {workdir / STATE_FILE}: start it with "
+                           "`make demo-gcp` (gemcast-local up --cloud gcp)") from exc
 
 
 # -- the whole stack -----------------------------------------------------------------------------
@@ -448,6 +508,7 @@ class GcpStack:
     identity: FirebaseAuthEmulator | None = None
     webapp: StandInServer | None = None
     jobs: LocalVertexJobs | None = None
+    monitoring: Any = None  # gemcast_local.gcp_standins.MonitoringStandIn: the drift metrics
     _servers: dict[str, StandInServer] = field(default_factory=dict)
 
     def run(self) -> int:
@@ -488,13 +549,19 @@ class GcpStack:
         runner = LocalVertexJobs(env=emulators, extra_args=laptop, log_dir=self.workdir)
         self.jobs = runner
         runner.start()
+        from gemcast_local.gcp_standins import MonitoringStandIn
+
+        self.monitoring = MonitoringStandIn().__enter__()
         serve_port = free_port()
-        self.say(f"starting the {len(ENTRY_POINTS)} Cloud Functions under functions-framework")
-        for target in ENTRY_POINTS:
-            # trigger_training's Vertex AI is the jobs stand-in; the API's is the serving process.
-            vertex = runner.url if target == "trigger_training" else f"http://{HOST}:{serve_port}"
+        targets = (*ENTRY_POINTS, *DRIFT_ENTRY_POINTS)
+        self.say(f"starting the {len(targets)} Cloud Functions under functions-framework")
+        for target in targets:
+            # The trainers' Vertex AI is the jobs stand-in; the API's is the serving process.
+            trains = target in {"trigger_training", "retrain_on_drift"}
+            vertex = runner.url if trains else f"http://{HOST}:{serve_port}"
             self.functions[target] = FunctionServer(target, env=function_env(
-                emulators=emulators, vertex_api_endpoint=vertex), log_path=self.workdir / f"{target}.log")
+                emulators=emulators, vertex_api_endpoint=vertex, MONITORING_API_ENDPOINT=self.monitoring.url),
+                log_path=self.workdir / f"{target}.log")
         self.group.start(*self.functions.values())
         identity.use_blocking_functions(self.functions["before_create"].url, self.functions["before_sign_in"].url)
 
@@ -522,13 +589,19 @@ class GcpStack:
                                         log_path=self.workdir / "serve.log"), self.webapp)
         self.say(f"demo user {self.demo_email}: accounts:signUp (beforeCreate runs)")
         identity.sign_up(self.demo_email, self.demo_password, exist_ok=True)
+        write_state(self.workdir, env=emulators, functions={t: f.url for t, f in self.functions.items()},
+                    jobs_url=runner.url, monitoring_url=self.monitoring.url)
         return True
 
     def stop(self) -> None:
+        (self.workdir / STATE_FILE).unlink(missing_ok=True)
         self.group.stop()
         if self.jobs is not None:
             self.jobs.stop()
             self.jobs = None
+        if self.monitoring is not None:
+            self.monitoring.__exit__(None, None, None)
+            self.monitoring = None
 
     def __enter__(self) -> GcpStack:
         try:
@@ -586,6 +659,9 @@ Comparable stones:
 Your own requests, and every model trained:
   curl -s -H "Authorization: Bearer $TOKEN" {path("listMyPredictions")}
   curl -s -H "Authorization: Bearer $TOKEN" {path("listModels")}
+
+Drift of the prediction log, now (on alarm, a retraining job that the gate judges):
+  make drift-gcp    # gemcast-local drift --cloud gcp --state {self.workdir.parent}
 """
 
 

@@ -11,6 +11,7 @@ import textwrap
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import boto3
 import jwt
@@ -25,6 +26,7 @@ from gemcast_local.servers import (
     StandInServer,
     gcloud_unavailable_reason,
     group_members,
+    linear_item_size_check,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -104,6 +106,49 @@ def test_moto_reset_forgets_every_resource(aws_env: dict[str, str], moto_server:
     s3.create_bucket(Bucket="left-over")
     moto_server.reset()
     assert s3.list_buckets()["Buckets"] == []
+
+
+ITEMS = [
+    {"stone_group": {"S": "Ideal#E#VS1"}, "carat_key": {"S": "0000.5000#ab"}, "carat": {"N": "0.5"},
+     "tags": {"SS": ["a", "b"]}, "dims": {"L": [{"N": "1"}, {"M": {"x": {"N": "3.95"}, "b": {"BOOL": True}}}]},
+     "blob": {"B": b"\x00\x01"}, "none": {"NULL": True}},
+    # Each side of moto's limit on one item's size, 405,000 bytes (keys 25, the rest "big").
+    {"stone_group": {"S": "g"}, "carat_key": {"S": "k"}, "big": {"S": "x" * (405_000 - 25)}},
+    {"stone_group": {"S": "g"}, "carat_key": {"S": "k"}, "big": {"S": "x" * (405_000 - 25 + 1)}},
+    {"stone_group": {"S": "g"}, "carat_key": {"S": "k"}, "a": {"S": "x" * 300_000}, "b": {"S": "y" * 300_000}},
+]
+
+
+def _moto_item(attrs: dict[str, Any]) -> Any:
+    from moto.dynamodb.exceptions import ItemSizeTooLarge
+    from moto.dynamodb.models.dynamo_type import DynamoType, Item
+
+    try:
+        item = Item(DynamoType(attrs["stone_group"]), DynamoType(attrs["carat_key"]), attrs)
+    except ItemSizeTooLarge as exc:
+        return ("too large", str(exc))
+    return (item.to_json(), item.size(), type(item.attrs), {k: type(v) for k, v in item.attrs.items()})
+
+
+def test_the_linear_item_size_check_builds_the_items_moto_builds(monkeypatch: pytest.MonkeyPatch) -> None:
+    from moto.dynamodb.models.dynamo_type import Item
+
+    moto_builds = [_moto_item(attrs) for attrs in ITEMS]
+    monkeypatch.setattr(Item, "__init__", Item.__init__)  # put moto's own back after the test
+    linear_item_size_check()
+    assert [_moto_item(attrs) for attrs in ITEMS] == moto_builds
+    assert [built[0] for built in moto_builds].count("too large") == 2
+
+
+def test_moto_server_refuses_an_item_over_the_limit_as_moto_does(aws_env: dict[str, str]) -> None:
+    client = boto3.client("dynamodb")
+    client.create_table(TableName="sizes", KeySchema=[{"AttributeName": "k", "KeyType": "HASH"}],
+                        AttributeDefinitions=[{"AttributeName": "k", "AttributeType": "S"}],
+                        BillingMode="PAY_PER_REQUEST")
+    client.put_item(TableName="sizes", Item={"k": {"S": "small"}, "v": {"S": "x" * 1000}})
+    with pytest.raises(client.exceptions.ClientError, match="Item size has exceeded the maximum allowed size"):
+        client.put_item(TableName="sizes", Item={"k": {"S": "big"}, "v": {"S": "x" * 405_000}})
+    assert client.get_item(TableName="sizes", Key={"k": {"S": "small"}})["Item"]["v"]["S"] == "x" * 1000
 
 
 # -- Firestore emulator -------------------------------------------------------------------------

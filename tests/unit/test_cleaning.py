@@ -131,3 +131,34 @@ def test_rows_with_numbers_at_the_edge_of_floating_point_are_rejected_with_their
     result = clean_csv(text)
     assert len(result.accepted) == 1 and [r.line for r in result.rejected] == [3, 4]
     assert "carat" in {p.field for p in result.rejected[1].problems}
+
+
+def _same(a, b):
+    assert a.snapshot_id() == b.snapshot_id() and a.accepted == b.accepted
+    assert a.accepted_lines == b.accepted_lines and a.source == b.source
+    assert [r.as_dict() for r in a.rejected] == [r.as_dict() for r in b.rejected]
+
+
+def test_a_batch_added_as_curated_rows_counts_as_its_curated_csv_cleaned_again():
+    # ingest's snapshot: the batch just curated is not read and cleaned a second time.
+    text = (DATA / "diamonds.csv").read_text()
+    first = clean_csv(text, source="a.csv")
+    lines = text.splitlines(keepends=True)
+    second = clean_csv("".join(lines[:1] + lines[3000:] + lines[1:200]), source="b.csv")  # overlaps `first`
+    for batches in ([("a.csv", first), ("b.csv", second)], [("b.csv", second), ("a.csv", first)]):
+        cleaned, added = Cleaner(), Cleaner()
+        for name, result in batches:
+            cleaned.add_csv(result.curated_csv().encode(), source=name)
+            assert added.add_curated(result.accepted, source=name)
+        _same(cleaned.finish(), added.finish())
+        assert any("exact duplicate" in r.problems[0].reason for r in added.result.rejected)
+
+
+def test_rows_that_their_curated_line_would_change_are_cleaned_from_the_text():
+    text = "carat,cut,color,clarity,depth,table,price,x,y,z\n0.2345678,Ideal,E,SI2,61.5,55,326,3.95,3.98,2.43\n"
+    result = clean_csv(text)
+    cleaner = Cleaner()
+    assert not cleaner.add_curated(result.accepted, source="c.csv")  # 0.2345678 is written 0.234568
+    assert cleaner.result.total == 0
+    cleaner.add_csv(result.curated_csv(), source="c.csv")
+    assert cleaner.finish().accepted[0]["carat"] == 0.234568

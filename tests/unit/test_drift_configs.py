@@ -41,17 +41,22 @@ def test_the_gcp_alert_policy_and_the_aws_alarm_share_the_threshold_and_the_metr
     assert target["Arn"] == {"Fn::GetAtt": ["ScheduleTriggerFunction", "Arn"]}
 
 
-@pytest.mark.skipif(shutil.which("bash") is None, reason="gcp/deploy.sh needs bash")
-def test_the_drift_step_notifies_the_topic_that_starts_retrain_on_drift(tmp_path: Path) -> None:
+def drift_step(tmp_path: Path) -> list[list[str]]:
+    """The commands of `DRY_RUN=1 gcp/deploy.sh dev drift`."""
     out = subprocess.run(["bash", str(REPO / "gcp" / "deploy.sh"), "dev", "drift"], cwd=REPO, capture_output=True,
                          text=True, timeout=120,
                          env={**os.environ, "DRY_RUN": "1", "GCP_BUILD_DIR": str(tmp_path)}).stdout
-    commands = [shlex.split(line[2:]) for line in out.splitlines() if line.startswith("+ ")]
+    return [shlex.split(line[2:]) for line in out.splitlines() if line.startswith("+ ")]
 
-    def flag(command: list[str], name: str) -> str:
-        (value,) = [a.split("=", 1)[1] for a in command if a.startswith(f"--{name}=")]
-        return value
 
+def flag(command: list[str], name: str) -> str:
+    (value,) = [a.split("=", 1)[1] for a in command if a.startswith(f"--{name}=")]
+    return value
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="gcp/deploy.sh needs bash")
+def test_the_drift_step_notifies_the_topic_that_starts_retrain_on_drift(tmp_path: Path) -> None:
+    commands = drift_step(tmp_path)
     channel = next(c for c in commands if c[:5] == ["gcloud", "beta", "monitoring", "channels", "create"])
     retrain = next(c for c in commands if c[:3] == ["gcloud", "functions", "deploy"]
                    and flag(c, "entry-point") == "retrain_on_drift")
@@ -60,5 +65,23 @@ def test_the_drift_step_notifies_the_topic_that_starts_retrain_on_drift(tmp_path
     assert flag(channel, "channel-labels") == f"topic=projects/gemcast-dev/topics/{flag(retrain, 'trigger-topic')}"
     assert flag(policy, "policy-from-file") == "gcp/monitoring/drift/drift_score.json"
     jobs = {c[5]: flag(c, "uri") for c in commands if c[:5] == ["gcloud", "scheduler", "jobs", "create", "http"]}
+    assert jobs == {"gemcast-dev-drift-check": jobs["gemcast-dev-drift-check"]}
     assert jobs["gemcast-dev-drift-check"].endswith("/gemcast-dev-check-drift")
-    assert jobs["gemcast-dev-canary"].endswith("/gemcast-dev-roll-champion")
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="gcp/deploy.sh needs bash")
+def test_the_champion_event_and_the_canary_schedule_share_the_topic_of_roll_champion(tmp_path: Path) -> None:
+    """The registry's champion.json starts the canary (the bucket's notification), the schedule
+    publishes on the same topic to watch it; the function tells the two apart."""
+    commands = drift_step(tmp_path)
+    roll = next(c for c in commands if c[:3] == ["gcloud", "functions", "deploy"]
+                and flag(c, "entry-point") == "roll_champion")
+    topic = flag(roll, "trigger-topic")
+    assert "--retry" in roll and "--trigger-http" not in roll
+    notification = next(c for c in commands if c[:5] == ["gcloud", "storage", "buckets", "notifications", "create"])
+    assert notification[5] == "gs://gemcast-dev-data" and flag(notification, "topic").endswith(f"/topics/{topic}")
+    assert flag(notification, "event-types") == "OBJECT_FINALIZE"
+    assert flag(notification, "object-prefix") == "models/champion.json"  # REGISTRY_URI gs://gemcast-dev-data/models
+    job = next(c for c in commands if c[:5] == ["gcloud", "scheduler", "jobs", "create", "pubsub"])
+    assert job[5] == "gemcast-dev-canary" and flag(job, "topic") == topic
+    assert json.loads(flag(job, "message-body")) == {"source": "schedule"}

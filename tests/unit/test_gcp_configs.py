@@ -222,12 +222,16 @@ def test_dry_run_creates_each_index_of_the_index_file(dry_run: subprocess.Comple
 
 def test_dry_run_model_scheduler_and_perimeter(dry_run: subprocess.CompletedProcess[str]) -> None:
     commands = _commands(dry_run.stdout)
-    upload = next(c for c in commands if c[:4] == ["gcloud", "ai", "models", "upload"])
-    assert _flag(upload, "container-health-route") == ["/ping"]
-    assert _flag(upload, "container-predict-route") == ["/invocations"]
-    assert _flag(upload, "container-ports") == ["8080"]
-    deploy_model = next(c for c in commands if c[:4] == ["gcloud", "ai", "endpoints", "deploy-model"])
-    assert deploy_model[4] == "410000001" and _flag(deploy_model, "model") == _flag(upload, "model-id")
+    endpoint = next(c for c in commands if c[:4] == ["gcloud", "ai", "endpoints", "create"])
+    assert _flag(endpoint, "endpoint-id") == ["410000001"]
+    # The model step deploys the champion through the canary's own step (gemcast.vertex_deploy),
+    # never a model of its own at 100 % beside it.
+    assert not any(c[:3] == ["gcloud", "ai", "models"] or c[:4] == ["gcloud", "ai", "endpoints", "deploy-model"]
+                   for c in commands)
+    (step,) = [c for c in commands if c[:1] == ["env"] and "gemcast.vertex_deploy" in c]
+    assert step[1] == "PYTHONPATH=layers/gemcast" and _flag(step, "endpoint-id") == ["410000001"]
+    assert _flag(step, "registry") == ["gs://gemcast-dev-data/models"]
+    assert _flag(step, "service-account") == ["gemcast-serving@gemcast-dev.iam.gserviceaccount.com"]
 
     job = next(c for c in commands if c[:5] == ["gcloud", "scheduler", "jobs", "create", "http"])
     assert _flag(job, "oidc-service-account-email") == [

@@ -7,11 +7,12 @@ Pure standard library, so the preprocess function needs neither pandas nor numpy
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import io
 import json
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -117,6 +118,22 @@ def curated_line(row: Mapping[str, Any]) -> str:
     )
 
 
+def _row_of(cells: list[str]) -> dict[str, Any]:
+    return dict(zip(COLUMNS, cells, strict=True))
+
+
+def _reads_back(row: Mapping[str, Any], cells: list[str]) -> bool:
+    """Whether ``row`` read back from the cells of its ``curated_line`` gives the very same values."""
+    for name, cell in zip(COLUMNS, cells, strict=True):
+        value = row[name]
+        if isinstance(value, str):
+            if cell != value:
+                return False
+        elif not isinstance(value, float) or float(cell) != value:
+            return False
+    return True
+
+
 def csv_lines(text: str) -> Iterator[tuple[list[str], Problem | None]]:
     """Each physical line of a CSV document as (cells, None), or ([line], problem) when unreadable.
 
@@ -189,20 +206,39 @@ class Cleaner:
                 problems.append(Problem("row", f"has {len(cells)} fields, expected {len(header)}"))
             values, stone_problems = check_stone(raw, with_price=True)
             problems.extend(stone_problems)
-            label = f"{source}:{line}" if source else f"line {line}"
-            if not problems:
-                key = stone_id(values) + f"|{values['price']:g}"
-                if key in self._first_line_of:
-                    problems.append(Problem("row", f"exact duplicate of {self._first_line_of[key]}"))
-                else:
-                    self._first_line_of[key] = label
-            if problems:
-                self.result.rejected.append(RejectedRow(line, raw, problems, source))
-            else:
-                self.result.accepted.append(values)
-                self.result.accepted_lines.append(line)
+            self._admit(line, raw, values, problems, source)
         if self.result.total == before:
             raise DatasetError(f"{where}the file has a header but no data rows")
+
+    def _admit(self, line: int, raw: dict[str, Any] | Callable[[], dict[str, Any]], values: dict[str, Any],
+               problems: list[Problem], source: str) -> None:
+        """Accept a checked row unless it has problems or repeats an accepted one (``raw``, the
+        row as read, may be given as a function that makes it: only a rejected row keeps it)."""
+        if not problems:
+            key = stone_id(values) + f"|{values['price']:g}"
+            if key in self._first_line_of:
+                problems.append(Problem("row", f"exact duplicate of {self._first_line_of[key]}"))
+            else:
+                self._first_line_of[key] = f"{source}:{line}" if source else f"line {line}"
+        if problems:
+            self.result.rejected.append(RejectedRow(line, raw() if callable(raw) else raw, problems, source))
+        else:
+            self.result.accepted.append(values)
+            self.result.accepted_lines.append(line)
+
+    def add_curated(self, accepted: list[dict[str, Any]], *, source: str = "") -> bool:
+        """Add the accepted rows of a batch as its curated CSV (``curated_csv``) would add them,
+        without writing and checking that text again: possible when every row comes back from
+        its curated line unchanged, since cleaning the same values gives the
+        same answer. Returns False, having added nothing, when some row would not; then clean
+        the curated text with ``add_csv``."""
+        cells = [curated_line(row).rstrip("\n").split(",") for row in accepted]
+        if not accepted or not all(_reads_back(row, text) for row, text in zip(accepted, cells, strict=True)):
+            return False
+        self.result.source = ", ".join(s for s in (self.result.source, source) if s)
+        for line, (values, text) in enumerate(zip(accepted, cells, strict=True), start=2):
+            self._admit(line, functools.partial(_row_of, text), dict(values), [], source)
+        return True
 
     def add_csv(self, text: str | bytes, *, source: str = "") -> None:
         if isinstance(text, bytes):

@@ -19,6 +19,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -60,14 +62,22 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def curated_snapshot(storage: Storage) -> tuple[str, CleanResult | None]:
-    """The snapshot id of every curated batch together (as training computes it)."""
+def curated_snapshot(storage: Storage, fresh: Mapping[str, list[dict[str, Any]]] | None = None,
+                     ) -> tuple[str, CleanResult | None]:
+    """The snapshot id of every curated batch together (as training computes it).
+
+    ``fresh`` maps the key of a curated CSV just written to the accepted rows it was written
+    from: those are added as they are (``Cleaner.add_curated``) instead of read and cleaned again.
+    """
     names = [k for k in storage.list(CURATED) if k.endswith(".csv")]
     if not names:
         return "snap-empty", None
     cleaner = Cleaner()
     for name in names:
-        cleaner.add_csv(storage.read_bytes(name), source=name[len(CURATED):])
+        source = name[len(CURATED):]
+        if name in (fresh or {}) and cleaner.add_curated((fresh or {})[name], source=source):
+            continue
+        cleaner.add_csv(storage.read_bytes(name), source=source)
     result = cleaner.finish()
     return result.snapshot_id(), result
 
@@ -93,13 +103,18 @@ def ingest_object(storage: Storage, key: str, inventory: Inventory) -> IngestRes
         storage.write_bytes(f"{REJECTED}{name}.error.json", json.dumps(error, indent=2).encode(), "application/json")
         logger.warning("%s is unusable: %s", key, exc)
         return IngestResult(key, "unusable", error=str(exc))
-    storage.write_bytes(f"{CURATED}{name}.csv", result.curated_csv().encode(), "text/csv")
+    curated = f"{CURATED}{name}.csv"
+    storage.write_bytes(curated, result.curated_csv().encode(), "text/csv")
     if result.rejected:
         storage.write_bytes(f"{REJECTED}{name}.jsonl", result.rejected_jsonl().encode(), "application/x-ndjson")
     else:
         storage.delete(f"{REJECTED}{name}.jsonl")
-    loaded = inventory.put_stones(result.accepted)
-    snapshot_id, combined = curated_snapshot(storage)
+    # The snapshot is worked out while the inventory load waits on its writes; it is written
+    # only once every stone is loaded.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot") as pool:
+        snapshot_of_all = pool.submit(curated_snapshot, storage, {curated: result.accepted})
+        loaded = inventory.put_stones(result.accepted)
+        snapshot_id, combined = snapshot_of_all.result()
     snapshot = {
         "snapshot_id": snapshot_id,
         "rows": combined.total if combined else 0,

@@ -1,14 +1,21 @@
 """Rolling the Vertex AI endpoint to the champion with a canary: the guard SageMaker's
 blue/green deployment gives the AWS endpoint (gemcast.deploy), on GCP.
 
-Vertex AI deploys a model in minutes and has no alarm-driven rollback of its own, so one call
-of ``roll_champion`` takes one step and returns; a schedule calls it every few minutes (and
-the champion's upload event once at once). What step to take is read from the platform
-itself, nothing is kept elsewhere:
+The canary starts on the champion event, as DeployModelFunction starts SageMaker's on AWS: the
+registry's ``champion.json`` written in the bucket is a Cloud Storage notification (OBJECT_FINALIZE,
+object prefix ``<registry prefix>/champion.json``) on the canary's Pub/Sub topic, and the function
+``roll_champion`` takes the first step at once. Vertex AI deploys a model in minutes and has no
+alarm-driven rollback of its own, so Cloud Scheduler publishes on the same topic every few
+minutes to watch the canary: those steps never start a deployment (``start=False``);
+``canary_cause`` tells the two messages apart. Each call takes one step and returns; what step
+to take is read from the platform itself, nothing is kept elsewhere:
 
 1. the champion is not on the endpoint: upload its Vertex AI Model (id from the version; the
    container serves exactly that version, ``MODEL_VERSION``) and start deploying it beside the
-   old model with ``canary_percent`` of the traffic (all of it when the endpoint is empty);
+   old model with ``canary_percent`` of the traffic; an empty endpoint (the first champion: no
+   old model to split with, nothing to fall back to) gives it all of it. Only the champion
+   event (or ``python -m gemcast.vertex_deploy``, gcp/deploy.sh's model step) does this; the
+   schedule answers ``idle``;
 2. the champion serves part of the traffic: read its prediction, error and p99 latency metrics
    since it was deployed; more errors than ``max_errors`` or a p99 above
    ``max_p99_latency_ms`` (the thresholds of the template's EndpointErrorsAlarm and
@@ -19,18 +26,25 @@ itself, nothing is kept elsewhere:
 A champion that failed its canary is labelled so on its Model and not deployed again; promote
 another (or roll the registry back) to move on. A Model labelled as deploying is left alone
 for ``deploy_timeout_s`` so two steps never start two deployments.
+
+    python -m gemcast.vertex_deploy --project P --region R --endpoint-id E --image URI --registry gs://B/models
 """
 
 from __future__ import annotations
 
+import argparse
+import base64
+import json
 import logging
 import re
+import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from gemcast.deploy import DeploymentError, Rollout
-from gemcast.errors import ConfigError, NotFoundError
+from gemcast.errors import ConfigError, GemcastError, NotFoundError
 from gemcast.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -69,7 +83,7 @@ class VertexTarget:
 @dataclass
 class CanaryStep:
     version: str
-    action: str  # deploying, canary_started, watching, promoted, rolled_back, refused, unchanged
+    action: str  # deploying, canary_started, watching, promoted, rolled_back, refused, unchanged, idle
     reason: str
     deployed_model_id: str = ""
     traffic_split: dict[str, int] | None = None
@@ -90,6 +104,34 @@ def clients(api_endpoint: str) -> tuple[Any, Any]:
     credentials = _credentials_for(api_endpoint)
     return (EndpointServiceClient(transport="rest", client_options=options, credentials=credentials),
             ModelServiceClient(transport="rest", client_options=options, credentials=credentials))
+
+
+CHAMPION_EVENT, SCHEDULE = "champion", "schedule"
+
+
+def canary_cause(data: Any, registry_uri: str) -> str | None:
+    """What a Pub/Sub message on the canary topic (as Eventarc delivers it: ``data.message``) is:
+    ``"champion"``, the bucket's notification (OBJECT_FINALIZE) of the registry's champion.json
+    (its object prefix also matches other names, so the exact name is checked);
+    ``"schedule"``, Cloud Scheduler's ``{"source": "schedule"}``; None for anything else."""
+    from gemcast.registry import CHAMPION
+    from gemcast.storage import split_uri
+
+    message = data.get("message") if isinstance(data, Mapping) else None
+    if not isinstance(message, Mapping):
+        return None
+    attributes = message.get("attributes") or {}
+    if isinstance(attributes, Mapping) and "eventType" in attributes:
+        scheme, bucket, prefix = split_uri(registry_uri)
+        key = f"{prefix.strip('/')}/{CHAMPION}".lstrip("/")
+        written = (scheme == "gs" and attributes.get("eventType") == "OBJECT_FINALIZE"
+                   and attributes.get("bucketId") == bucket and attributes.get("objectId") == key)
+        return CHAMPION_EVENT if written else None
+    try:
+        body = json.loads(base64.b64decode(str(message.get("data") or "")) or b"{}")
+    except ValueError:
+        return None
+    return SCHEDULE if isinstance(body, Mapping) and body.get("source") == SCHEDULE else None
 
 
 def model_id(target: VertexTarget, version: str) -> str:
@@ -125,18 +167,23 @@ def _get_model(models: Any, name: str) -> Any | None:
         return None
 
 
-def _set_state(models: Any, model: Any, state: str) -> None:
+def _set_state(models: Any, model: Any, state: str, now: datetime | None = None) -> None:
     from google.protobuf import field_mask_pb2
 
     labels = dict(model.labels)
     labels[LABEL_STATE] = state
+    if now is not None:  # a deployment starts now: the deploy timeout counts from here
+        labels[LABEL_STARTED] = str(int(now.timestamp()))
     model.labels = labels
     models.update_model(model=model, update_mask=field_mask_pb2.FieldMask(paths=["labels"]), timeout=30)
 
 
 def roll_champion(endpoints: Any, models: Any, health: Any, registry: Registry, target: VertexTarget,
-                  rollout: Rollout | None = None, now: datetime | None = None) -> CanaryStep:
-    """One step towards the champion serving all traffic; see the module docstring."""
+                  rollout: Rollout | None = None, now: datetime | None = None, *, start: bool = True) -> CanaryStep:
+    """One step towards the champion serving all traffic; see the module docstring.
+
+    ``start=False`` (the schedule) watches only: a champion not on the endpoint, with no
+    deployment of it under way, is left for its champion event to start (``idle``)."""
     from google.api_core import exceptions as gexc
 
     rollout = rollout or Rollout()
@@ -146,6 +193,8 @@ def roll_champion(endpoints: Any, models: Any, health: Any, registry: Registry, 
         raise ConfigError("cannot deploy: GOOGLE_CLOUD_PROJECT, VERTEX_ENDPOINT_ID, SERVING_IMAGE_URI and "
                           "REGISTRY_URI must be set")
     pointer = registry.champion()
+    if pointer is None and not start:
+        return CanaryStep("", "idle", f"no champion in {registry.uri} yet: nothing to watch")
     if pointer is None:
         raise NotFoundError(f"no champion in {registry.uri}: nothing to deploy")
     version = str(pointer["version"])
@@ -181,13 +230,22 @@ def roll_champion(endpoints: Any, models: Any, health: Any, registry: Registry, 
         if state == DEPLOYING and now.timestamp() - started < target.deploy_timeout_s:
             return CanaryStep(version, "deploying", f"{version} is being deployed (since {started})",
                               traffic_split=split)
-    else:
+    if not start:
+        stalled = model is not None and model.labels.get(LABEL_STATE) == DEPLOYING
+        if stalled:
+            logger.warning("%s was labelled deploying more than %s s ago and is not on %s", version,
+                           target.deploy_timeout_s, target.endpoint)
+        return CanaryStep(version, "idle", f"no canary under way: {version} is not on the endpoint"
+                          + (f" (its deployment started more than {target.deploy_timeout_s} s ago did not finish)"
+                             if stalled else "")
+                          + "; its champion event starts the canary", traffic_split=split)
+    if model is None:
         upload = models.upload_model(request={"parent": target.parent, "model": _model_spec(target, version, now),
                                               "model_id": model_id(target, version)}, timeout=60)
         upload.result(timeout=600)
         model = _get_model(models, model_name)
-    if model is not None and model.labels.get(LABEL_STATE) != DEPLOYING:
-        _set_state(models, model, DEPLOYING)
+    if model is not None and model.labels.get(LABEL_STARTED) != str(int(now.timestamp())):
+        _set_state(models, model, DEPLOYING, now)
     old_ids = [d.id for d in others if split.get(d.id, 0) > 0]
     traffic = {"0": 100} if not old_ids else {"0": rollout.canary_percent, **_rest(split, old_ids,
                                                                                 100 - rollout.canary_percent)}
@@ -250,3 +308,47 @@ def _watch(endpoints: Any, models: Any, health: Any, target: VertexTarget, rollo
     return CanaryStep(version, "promoted", f"{version} passed {rollout.wait_s} s of canary "
                       f"({figures.predictions:g} predictions, {figures.errors:g} errors): all traffic",
                       new.id, {new.id: 100})
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """One step with ``start=True``, from a deployer's machine (gcp/deploy.sh's model step): the
+    same path as the champion event; printed as JSON."""
+    from gemcast.gcp_monitoring import VertexMetrics, metric_client
+
+    parser = argparse.ArgumentParser(prog="python -m gemcast.vertex_deploy",
+                                     description="one step of the Vertex AI canary to the registry's champion")
+    parser.add_argument("--project", required=True)
+    parser.add_argument("--region", required=True)
+    parser.add_argument("--endpoint-id", required=True)
+    parser.add_argument("--image", required=True, help="the serving image")
+    parser.add_argument("--registry", required=True, help="REGISTRY_URI, e.g. gs://BUCKET/models")
+    parser.add_argument("--stage", default="dev")
+    parser.add_argument("--service-account", default="", help="the serving service account's e-mail")
+    parser.add_argument("--machine-type", default="n1-standard-2")
+    parser.add_argument("--min-replicas", type=int, default=1)
+    parser.add_argument("--max-replicas", type=int, default=2)
+    parser.add_argument("--api-endpoint", default="", help="default: <region>-aiplatform.googleapis.com")
+    parser.add_argument("--monitoring-api-endpoint", default="")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    endpoints, models = clients(args.api_endpoint or f"{args.region}-aiplatform.googleapis.com")
+    target = VertexTarget(args.project, args.region, args.endpoint_id, args.image, args.registry, stage=args.stage,
+                          machine_type=args.machine_type, min_replicas=args.min_replicas,
+                          max_replicas=args.max_replicas, service_account=args.service_account)
+    health = VertexMetrics(metric_client(args.monitoring_api_endpoint), args.project)
+    registry = Registry(args.registry)
+    try:
+        if registry.champion() is None:  # a new project: the first promotion's event deploys it
+            print(json.dumps({"action": "none", "reason": f"no champion in {registry.uri} yet: the first "
+                              "promotion's champion event deploys it"}, indent=2))
+            return 0
+        step = roll_champion(endpoints, models, health, registry, target)
+    except GemcastError as exc:
+        print(f"gemcast.vertex_deploy: error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(step.as_dict(), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -3,10 +3,8 @@ Storage emulators, the Cloud Monitoring stand-in and the CustomJob stand-in."""
 
 from __future__ import annotations
 
-import base64
 import json
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,15 @@ from gemcast.gcp import to_document
 from gemcast.gcp_monitoring import metric_type
 from gemcast.registry import ModelPackage, Registry
 from gemcast.storage import GCSStorage
-from gemcast_local.gcp_stack import BUCKET, PROJECT, FunctionServer, LocalVertexJobs, function_env, post_cloud_event
+from gemcast_local.gcp_stack import (
+    BUCKET,
+    PROJECT,
+    FunctionServer,
+    LocalVertexJobs,
+    function_env,
+    post_cloud_event,
+    pubsub_event,
+)
 from gemcast_local.gcp_standins import MonitoringStandIn
 from gemcast_local.servers import FirestoreEmulator, GcsEmulator, ServerGroup
 from tests import drift_data
@@ -85,11 +91,7 @@ def alert(cloud: dict[str, Any], state: str) -> int:
     incident = {"incident": {"incident_id": "0.abc", "state": state, "started_at": 1714622712,
                              "policy_name": "gemcast: drift of the prediction log above the threshold"},
                 "version": "1.2"}
-    event = {"specversion": "1.0", "id": uuid.uuid4().hex, "type": "google.cloud.pubsub.topic.v1.messagePublished",
-             "source": f"//pubsub.googleapis.com/projects/{PROJECT}/topics/gemcast-local-drift-alerts",
-             "datacontenttype": "application/json",
-             "data": {"message": {"data": base64.b64encode(json.dumps(incident).encode()).decode(),
-                                  "messageId": "1"}, "subscription": "s"}}
+    event = pubsub_event("gemcast-local-drift-alerts", json.dumps(incident).encode())
     return post_cloud_event(cloud["functions"]["retrain_on_drift"].url, event)
 
 

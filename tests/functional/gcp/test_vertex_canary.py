@@ -108,3 +108,24 @@ def test_a_failing_canary_is_undeployed_and_not_tried_again(cloud: dict[str, Any
     assert serving(cloud) == {"gemcast-v1": 100}
     assert cloud["step"](minutes=3)["action"] == "refused"
     assert serving(cloud) == {"gemcast-v1": 100}
+
+
+def test_the_schedule_watches_only_a_new_champion_waits_for_its_event(cloud: dict[str, Any]) -> None:
+    registry, step = cloud["registry"], cloud["step"]
+    target = VertexTarget(PROJECT, REGION, ENDPOINT_ID, "europe-docker.pkg.dev/p/gemcast/serving:1", registry.uri)
+    endpoints, models = clients(cloud["vertex"].url)
+    health = VertexMetrics(metric_client(cloud["monitoring"].url), PROJECT)
+
+    def watch() -> dict[str, Any]:
+        return roll_champion(endpoints, models, health, registry, target, ROLLOUT, start=False).as_dict()
+
+    assert watch()["action"] == "idle"  # no champion yet: nothing to watch, no error
+    registry.promote("v1", reason="first")
+    idle = watch()
+    assert idle["action"] == "idle" and "its champion event starts the canary" in idle["reason"]
+    assert serving(cloud) == {} and cloud["vertex"].models == {}
+    step()  # the champion event
+    registry.promote("v2", reason="better")
+    assert watch()["action"] == "idle" and serving(cloud) == {"gemcast-v1": 100}
+    step()
+    assert watch()["action"] == "watching" and serving(cloud) == {"gemcast-v1": 90, "gemcast-v2": 10}
