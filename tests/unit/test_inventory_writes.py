@@ -21,7 +21,10 @@ DATA = Path(__file__).resolve().parents[2] / "data"
 def test_dynamodb_items_are_what_the_resource_would_send() -> None:
     stones = clean_csv((DATA / "diamonds.csv").read_bytes()).accepted
     serialize = TypeSerializer().serialize
-    for stone in [*stones, {**stones[0], "carat": 1e-05, "price": 1e16, "x": 0.1 + 0.2}]:
+    odd = [{**stones[0], "carat": 1e-05, "price": 1e16, "x": 0.1 + 0.2},
+           {**stones[0], "carat": -0.0, "price": 123456789012345.67, "x": 1e-120, "y": 9.99e125,
+            "z": 100.0, "depth": 0.001, "table": 1234567890123456789.0}]
+    for stone in [*stones, *odd]:
         item = to_item(stone)
         resource_form = {k: serialize(Decimal(str(v)) if isinstance(v, float) else v) for k, v in item.items()}
         assert dynamodb_item(item) == resource_form

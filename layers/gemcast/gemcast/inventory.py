@@ -162,7 +162,11 @@ def dynamodb_item(item: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         if isinstance(value, str):
             out[key] = {"S": value}
         elif isinstance(value, float):
-            out[key] = {"N": str(DYNAMODB_CONTEXT.create_decimal(str(value)))}
+            text = repr(value)
+            # Decimal gives back a float's shortest text unchanged unless it has an exponent
+            # (1e-05 is 0.00001 there) or is no number at all (inf, nan: refused by Decimal).
+            plain_text = "e" not in text and "n" not in text
+            out[key] = {"N": text if plain_text else str(DYNAMODB_CONTEXT.create_decimal(text))}
         else:
             out[key] = TypeSerializer().serialize(value)
     return out
