@@ -1,6 +1,6 @@
-"""``gemcast score``: a whole file priced in order, locally (file, s3 on moto, Parquet), and the two
-platforms' batch jobs submitted on their stand-ins; the serving process driven as Batch Transform
-drives it."""
+"""``gemcast score``: a whole file priced in order, locally (file, s3 on moto, gs on the GCS
+emulator, Parquet), and the two platforms' batch jobs submitted on their stand-ins; the serving
+process driven as Batch Transform drives it."""
 
 from __future__ import annotations
 
@@ -90,6 +90,33 @@ def test_the_cli_prices_a_file_in_s3_into_s3(registry: str, aws_env: dict[str, s
     assert summary["rows"] == 30 and summary["priced"] == 21
     body = s3.get_object(Bucket="inventory", Key="out/priced.csv")["Body"].read().decode()
     assert len(body.splitlines()) == 31
+
+
+def test_the_cli_prices_a_file_in_gcs_into_gcs(registry: str, gcs_env: dict[str, str],
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from google.cloud import storage  # type: ignore[attr-defined]
+
+    bucket = storage.Client().create_bucket("inventory")
+    bucket.blob("in/stones.csv").upload_from_string(inventory(30))
+    code = cli_main(["score", "--input", "gs://inventory/in/stones.csv", "--output", "gs://inventory/out/priced.csv",
+                     "--registry", registry, "--json"])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["rows"] == 30 and summary["priced"] == 21 and summary["rejected"] == 9
+    rows = list(csv.DictReader(io.StringIO(bucket.blob("out/priced.csv").download_as_text())))
+    assert len(rows) == 30
+    assert [bool(r["predicted_price"]) for r in rows] == [i % 10 < 7 for i in range(30)]
+
+
+def test_a_missing_gcs_input_is_a_storage_error_naming_it(registry: str, gcs_env: dict[str, str],
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from google.cloud import storage  # type: ignore[attr-defined]
+
+    storage.Client().create_bucket("inventory")
+    code = cli_main(["score", "--input", "gs://inventory/in/none.csv", "--output", "gs://inventory/out/priced.csv",
+                     "--registry", registry])
+    assert code != 0
+    assert "gs://inventory/in/none.csv" in capsys.readouterr().err
 
 
 def test_on_sagemaker_submits_a_batch_transform_job_split_by_line(aws_env: dict[str, str]) -> None:

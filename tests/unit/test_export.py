@@ -236,19 +236,22 @@ def test_prediction_refuses_bad_rows(train) -> None:  # type: ignore[no-untyped-
     ids=lambda e: type(e).__name__,
 )
 def test_tree_model_on_derived_inputs_predicts_what_sklearn_predicts(
-    estimator, train, test_X, monkeypatch
+    estimator, train, test_X
 ) -> None:  # type: ignore[no-untyped-def]
     X, y = train
     estimator.fit(model_inputs(X, DEFAULT_INPUTS), y)
     model = load_model(save_model(export_model(estimator, FEATURES, input_names=DEFAULT_INPUTS)))
     assert model.metadata["input_names"] == list(DEFAULT_INPUTS)
     expected = estimator.predict(model_inputs(test_X, DEFAULT_INPUTS))
-    # Callers pass the raw 9 features; the model computes x/y itself. Both the batch path
-    # (onnxruntime when installed) and the numpy walk must match.
-    assert_close(model.predict_log(test_X), expected)
-    monkeypatch.setattr(gemcast.model, "FAST_MIN_ROWS", 10**9)
+    # Callers pass the raw 9 features; the model computes x/y itself. Every walk the model may
+    # take must match: onnxruntime (batches, when installed), the compiled one, numpy's.
     assert_close(model.predict_log(test_X), expected)
     assert_close(model.predict_log(test_X[:1]), expected[:1])
+    Za = model._augmented(model_inputs(test_X, model.input_names))
+    assert_close(model._walk(Za), expected)
+    compiled = model.compiled_walk()
+    if compiled is not None:
+        assert_close(compiled.predict(Za), expected)
 
 
 def test_export_refuses_inputs_that_do_not_match_the_fit(train) -> None:  # type: ignore[no-untyped-def]

@@ -50,17 +50,18 @@ def extras(
     from gemcast import intervals, reasons, whatif
     from gemcast.schema import CATEGORIES, FEATURES
 
-    # The stones as people read them (grades by name), for the reasons' meanings.
-    stones = [{f: CATEGORIES[f][int(v)] if f in CATEGORIES else v for f, v in zip(FEATURES, row, strict=True)}
-              for row in np.asarray(X, dtype=float).tolist()]
-    out: list[dict[str, Any]] = [{} for _ in stones]
+    n = len(prices)
+    out: list[dict[str, Any]] = [{} for _ in range(n)]
     table = model.metadata.get("intervals")
     if table:
-        low, high = intervals.price_range(table, np.log(prices), check_coverage(coverage))
-        for j, entry in enumerate(out):
-            entry["price_range"] = {"low": round(float(low[j]), 2), "high": round(float(high[j]), 2),
-                                    "coverage": check_coverage(coverage)}
+        percent = check_coverage(coverage)
+        low, high = intervals.price_range(table, np.log(prices), percent)
+        for entry, lo, hi in zip(out, low.tolist(), high.tolist(), strict=True):
+            entry["price_range"] = {"low": round(lo, 2), "high": round(hi, 2), "coverage": percent}
     if explained is not None:
+        # The stones as people read them (grades by name), for the reasons' meanings.
+        stones = [{f: CATEGORIES[f][int(v)] if f in CATEGORIES else v for f, v in zip(FEATURES, row, strict=True)}
+                  for row in np.asarray(X, dtype=float).tolist()]
         typical = model.metadata.get("typical_stone")
         for j, entry in enumerate(out):
             entry["reason_groups"] = [

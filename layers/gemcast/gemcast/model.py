@@ -73,7 +73,7 @@ from typing import Any
 
 import numpy as np
 
-from gemcast import treeshap_kernel
+from gemcast import tree_walk, treeshap_kernel
 from gemcast.errors import GemcastError, ValidationError
 from gemcast.schema import CATEGORIES, DERIVED_INPUT_NAMES, DESCRIPTIONS, FEATURES
 
@@ -103,9 +103,11 @@ LINEAR_KEYS = ("coef", "intercept", "center", "scale", "background_mean")
 _CODE_COLUMNS = np.array([FEATURES.index(f) for f in CATEGORIES], dtype=np.intp)
 _CODE_MAX = np.array([len(CATEGORIES[f]) - 1 for f in CATEGORIES], dtype=np.float64)
 
-# Batches of at least this many stones go to onnxruntime when it is installed and checks out
-# (see _OnnxTrees); smaller ones take the numpy walk, whose fixed cost is lower.
-FAST_MIN_ROWS = 1
+# Fewer stones than this take the compiled walk (gemcast.tree_walk) once it is built (see
+# TreeEnsembleModel.compiled_walk): for them it costs about half of onnxruntime's call. Larger
+# batches go to onnxruntime when it is installed and checks out (see _OnnxTrees), else to the
+# compiled walk; the numpy walk is what remains without either.
+COMPILED_MAX_ROWS = 16
 
 _log = logging.getLogger(__name__)
 
@@ -436,6 +438,10 @@ class Model:
         """A compiled predictor for batches, or None (a linear model needs none)."""
         return None
 
+    def compiled_walk(self) -> Any:
+        """A compiled predictor for a few stones, or None (a linear model needs none)."""
+        return None
+
     # Subclasses fill these.
     @property
     def n_trees(self) -> int:
@@ -655,6 +661,8 @@ class TreeEnsembleModel(Model):
         self._leaves: dict[str, Any] | None = None
         self._fast: _OnnxTrees | None = None
         self._fast_tried = False
+        self._compiled: tree_walk.CompiledTrees | None = None
+        self._compiled_tried = False
 
     def _max_depth(self) -> int:
         """Longest root-to-leaf path, found by walking all trees level by level."""
@@ -689,10 +697,12 @@ class TreeEnsembleModel(Model):
     def predict_log(self, X: Any) -> np.ndarray:
         """log(price) for an n x 9 array of raw features (or one row of 9)."""
         Za = self._augmented(model_inputs(X, self.input_names))
-        if Za.shape[0] >= FAST_MIN_ROWS:
-            fast = self.fast_predictor()
-            if fast is not None:
-                return fast.predict(Za)
+        fast = self.fast_predictor()
+        compiled = self._compiled  # once compiled_walk() built it (the model server does, at start)
+        if compiled is not None and (Za.shape[0] < COMPILED_MAX_ROWS or fast is None):
+            return tree_walk.by_row_blocks(compiled.predict, Za)
+        if fast is not None:
+            return tree_walk.by_row_blocks(fast.predict, Za)
         return self._walk(Za)
 
     def fast_predictor(self) -> _OnnxTrees | None:
@@ -701,6 +711,18 @@ class TreeEnsembleModel(Model):
             self._fast = _OnnxTrees.build(self)
             self._fast_tried = True
         return self._fast
+
+    def compiled_walk(self) -> tree_walk.CompiledTrees | None:
+        """The compiled walk (gemcast.tree_walk) over these trees, built (and compiled) here; None
+        without numba. predict_log takes it once built: the model server builds it at start,
+        while a scoring run, all large batches, never imports numba for it."""
+        if not self._compiled_tried:
+            self._compiled_tried = True
+            self._compiled = tree_walk.CompiledTrees.build(
+                feature=self._feature, threshold=self._threshold, left=self._left, right=self._right,
+                leaf_value=self._value * self._weight[:, None], columns_of=self._F * self._as32.astype(np.intp),
+                bias=self._bias)
+        return self._compiled
 
     def _walk(self, Xa: np.ndarray) -> np.ndarray:
         """The numpy walk: log(price) for rows of (augmented) inputs."""
@@ -925,12 +947,17 @@ class TreeEnsembleModel(Model):
         compiled = treeshap_kernel.kernel()
         if compiled is not None:
             flat = lt["flat"]
-            out = np.zeros((F, n))
+            # Chosen by the whole batch: its blocks of rows (by_row_blocks) read the same tables.
             tables = flat["tables"] if n >= treeshap_kernel.BATCH else flat["small_tables"]
-            compiled[0](np.ascontiguousarray(self._augmented(Z, always=True).T), flat["start"], flat["column"],
-                        flat["lo"], flat["hi"], flat["feature"], flat["b"], flat["value"], flat["points"],
-                        *flat["rules"], *flat["ratios"], *tables, out)
-            return self.base_log, out.T
+
+            def explain(rows: np.ndarray) -> np.ndarray:
+                out = np.zeros((F, rows.shape[0]))
+                compiled[0](np.ascontiguousarray(self._augmented(rows, always=True).T), flat["start"],
+                            flat["column"], flat["lo"], flat["hi"], flat["feature"], flat["b"], flat["value"],
+                            flat["points"], *flat["rules"], *flat["ratios"], *tables, out)
+                return out.T
+
+            return self.base_log, tree_walk.by_row_blocks(explain, Z)
         # Stones last: every work array below is (leaves, slots or points, stones), contiguous.
         ZaT = self._augmented(Z, always=True).T
         bins = np.empty(ZaT.shape, dtype=lt["code"])  # (columns, stones): each value's bin

@@ -96,9 +96,13 @@ def local_input(uri: str) -> Iterator[Path]:
             except ClientError as exc:
                 raise StorageError(f"cannot read {uri}: {exc}") from exc
         else:
+            from google.api_core.exceptions import GoogleAPICallError
             from google.cloud import storage  # type: ignore[attr-defined]
 
-            storage.Client().bucket(bucket).blob(key).download_to_filename(str(path))
+            try:
+                storage.Client().bucket(bucket).blob(key).download_to_filename(str(path))
+            except GoogleAPICallError as exc:
+                raise StorageError(f"cannot read {uri}: {exc}") from exc
         yield path
 
 
@@ -118,12 +122,20 @@ def local_output(uri: str) -> Iterator[Path]:
         yield path
         if scheme == "s3":
             import boto3
+            from boto3.exceptions import S3UploadFailedError
 
-            boto3.client("s3").upload_file(str(path), bucket, key)  # multipart past 8 MiB
+            try:
+                boto3.client("s3").upload_file(str(path), bucket, key)  # multipart past 8 MiB
+            except S3UploadFailedError as exc:
+                raise StorageError(f"cannot write {uri}: {exc}") from exc
         else:
+            from google.api_core.exceptions import GoogleAPICallError
             from google.cloud import storage  # type: ignore[attr-defined]
 
-            storage.Client().bucket(bucket).blob(key).upload_from_filename(str(path))
+            try:
+                storage.Client().bucket(bucket).blob(key).upload_from_filename(str(path))
+            except GoogleAPICallError as exc:
+                raise StorageError(f"cannot write {uri}: {exc}") from exc
 
 
 # ----------------------------------------------------------------------------- reading and writing

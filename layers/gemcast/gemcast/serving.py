@@ -314,9 +314,11 @@ def load_app(registry_uri: str, version: str | None = None, *, workers: int = 1)
 
     registry = Registry(registry_uri)
     loaded = registry.load(version) if version else registry.load_champion()
-    # Pay the one-off costs (the onnxruntime graph and its exactness check, the explanation
-    # tables) before the first request, and before gunicorn forks, so workers share them.
+    # Pay the one-off costs (the onnxruntime graph and its exactness check, the compiled walk
+    # for a few stones, the explanation tables) before the first request, and before gunicorn
+    # forks, so workers share them.
     loaded.model.fast_predictor()
+    loaded.model.compiled_walk()
     _ = loaded.model.base_log
     logger.info("serving model %s from %s", loaded.version, registry_uri)
     return ModelApp(Predictor(loaded.model, loaded.version), workers=workers)

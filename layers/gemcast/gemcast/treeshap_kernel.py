@@ -131,25 +131,34 @@ def _source() -> Any:
     return treeshap, fill
 
 
+def first_use(namespace: dict[str, Any], build: Any, what: str) -> Any:
+    """``namespace["_KERNEL"]``, set by ``build()`` (which compiles and tries the kernel) at the
+    first call; None for good when that fails (no numba, or no compiling here). ``namespace`` is
+    the kernel module's globals, so that tests can stand in for a machine without numba."""
+    if not namespace["_TRIED"]:
+        namespace["_TRIED"] = True
+        try:
+            namespace["_KERNEL"] = build()
+        except Exception as exc:  # noqa: BLE001 - a compiled kernel is optional: do without it
+            _log.info("%s unavailable: %s", what, exc)
+    return namespace["_KERNEL"]
+
+
 def kernel() -> Any:
     """(explain, fill): the compiled kernel and its table filler, or None (no numba, or no compiling here)."""
-    global _KERNEL, _TRIED
-    if not _TRIED:
-        _TRIED = True
-        try:
-            fn, fill = _source()
-            tables = quadrature(1)
-            phi = np.zeros((1, 1))
-            fn(np.zeros((1, 1)), np.array([0, 1], dtype=np.int64), np.zeros(1, dtype=np.int64),
-               np.array([-np.inf]), np.array([np.inf]), np.zeros(1, dtype=np.int64), np.ones(1),
-               np.ones(1), np.ones(1, dtype=np.int64), *tables, np.zeros(1, dtype=np.int64), np.zeros(1),
-               np.full(1, -1, dtype=np.int64), np.zeros(1), phi)
-            fill(np.array([0, 1], dtype=np.int64), np.ones(1), np.ones(1), np.ones(1, dtype=np.int64), *tables,
-                 np.zeros(1, dtype=np.int64), np.zeros(1), np.zeros(1, dtype=np.int64), np.zeros(2))
-            _KERNEL = fn, fill
-        except Exception as exc:  # noqa: BLE001 - the compiled kernel is optional: do without it
-            _log.info("compiled TreeSHAP kernel unavailable, explanations use numpy: %s", exc)
-    return _KERNEL
+    return first_use(globals(), _build, "compiled TreeSHAP kernel (explanations use numpy)")
+
+
+def _build() -> Any:
+    fn, fill = _source()
+    tables = quadrature(1)
+    fn(np.zeros((1, 1)), np.array([0, 1], dtype=np.int64), np.zeros(1, dtype=np.int64),
+       np.array([-np.inf]), np.array([np.inf]), np.zeros(1, dtype=np.int64), np.ones(1),
+       np.ones(1), np.ones(1, dtype=np.int64), *tables, np.zeros(1, dtype=np.int64), np.zeros(1),
+       np.full(1, -1, dtype=np.int64), np.zeros(1), np.zeros((1, 1)))
+    fill(np.array([0, 1], dtype=np.int64), np.ones(1), np.ones(1), np.ones(1, dtype=np.int64), *tables,
+         np.zeros(1, dtype=np.int64), np.zeros(1), np.zeros(1, dtype=np.int64), np.zeros(2))
+    return fn, fill
 
 
 def quadrature(q_max: int) -> tuple[np.ndarray, np.ndarray]:
