@@ -215,9 +215,11 @@ def _check_header(header: list[str] | None) -> list[str]:
 class Cleaner:
     """Cleans one or more CSV documents as one dataset (duplicates are found across them)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, on_accept: Callable[[dict[str, Any]], None] | None = None) -> None:
+        """``on_accept`` is called with each row as it is accepted (an ingest loads it meanwhile)."""
         self.result = CleanResult()
         self._first_line_of: dict[str, str] = {}
+        self._on_accept = on_accept
 
     def add_rows(self, rows: Iterable[list[str] | tuple[list[str], Problem | None]], *, source: str = "") -> None:
         """Rows of cells (the first is the header), or ``csv_lines`` pairs (cells, problem)."""
@@ -268,6 +270,8 @@ class Cleaner:
         else:
             self.result.accepted.append(values)
             self.result.accepted_lines.append(line)
+            if self._on_accept is not None:
+                self._on_accept(values)
 
     def add_curated(self, accepted: list[dict[str, Any]], *, source: str = "") -> bool:
         """Add the accepted rows of a batch as its curated CSV (``curated_csv``) would add them,
@@ -312,8 +316,9 @@ def clean_rows(rows: Iterable[list[str]], *, source: str = "") -> CleanResult:
     return cleaner.finish()
 
 
-def clean_csv(text: str | bytes, *, source: str = "") -> CleanResult:
-    """Clean a whole CSV document."""
-    cleaner = Cleaner()
+def clean_csv(text: str | bytes, *, source: str = "",
+              on_accept: Callable[[dict[str, Any]], None] | None = None) -> CleanResult:
+    """Clean a whole CSV document (``on_accept``: see ``Cleaner``)."""
+    cleaner = Cleaner(on_accept=on_accept)
     cleaner.add_csv(text, source=source)
     return cleaner.finish()
