@@ -18,6 +18,7 @@ import jwt
 import pytest
 
 from gemcast_local.servers import (
+    EMULATOR_JAVA_OPTIONS,
     FirestoreEmulator,
     GcsEmulator,
     MotoServer,
@@ -178,6 +179,18 @@ def test_firestore_write_read_query_transaction(firestore_env: dict[str, str]) -
 
 
 @needs_gcloud
+def test_the_firestore_emulators_jvm_runs_with_the_launchers_options_unless_told_otherwise(
+        firestore_emulator: FirestoreEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert firestore_emulator.pid is not None
+    javas = [pid for pid in group_members(firestore_emulator.pid)
+             if Path(f"/proc/{pid}/exe").resolve().name == "java"]
+    assert javas
+    environ = Path(f"/proc/{javas[0]}/environ").read_bytes().split(b"\0")
+    assert f"JAVA_TOOL_OPTIONS={EMULATOR_JAVA_OPTIONS}".encode() in environ
+    monkeypatch.setenv("JAVA_TOOL_OPTIONS", "-Xmx1g")
+    assert FirestoreEmulator()._extra_env["JAVA_TOOL_OPTIONS"] == "-Xmx1g"
+
+
 def test_firestore_clear_deletes_the_projects_documents(
     firestore_env: dict[str, str], firestore_emulator: FirestoreEmulator
 ) -> None:

@@ -162,3 +162,78 @@ def test_rows_that_their_curated_line_would_change_are_cleaned_from_the_text():
     assert cleaner.result.total == 0
     cleaner.add_csv(result.curated_csv(), source="c.csv")
     assert cleaner.finish().accepted[0]["carat"] == 0.234568
+
+
+DAMAGE = ["", " ", "nan", "inf", "-inf", "1e-200", "0", "-1", "1_0", " 5.7", "5.7 ", "abc", "1e400", "9" * 400,
+          "ideal", " Ideal", "IDEAL", "e", "vs1", "Fair", "D", "IF", "I1", "J", "3", "15", "15.000001", "0.1",
+          "6", "6.01", "40", "80", "80.5", "39.9", "10000000", "10000000.5", "5e-324"]
+
+
+def damaged_rows(rng):
+    """Rows of diamonds_large.csv with cells swapped for damage, shifted a little, or cut short."""
+    lines = (DATA / "diamonds_large.csv").read_text().splitlines()[1:]
+    for line in rng.sample(lines, 4000):
+        cells = line.split(",")
+        for _ in range(rng.choice([0, 0, 1, 1, 2])):
+            i = rng.randrange(len(cells))
+            near = []
+            if cells[i].replace(".", "").isdigit():
+                value = float(cells[i])
+                near = [f"{value * rng.uniform(0.8, 1.25):.4g}", f"{value + rng.uniform(-5.5, 5.5):.3f}"] * 3
+            cells[i] = rng.choice([*DAMAGE, *near])
+        if rng.random() < 0.02:
+            cells = cells[:-1] if rng.random() < 0.5 else [*cells, "1"]
+        yield ",".join(cells)
+
+
+def boundary_rows():
+    """Stones just inside and just outside each range and each consistency rule."""
+    from gemcast.schema import DENSITY_RANGE, DEPTH_TOLERANCE, RANGES, ROUNDNESS_RANGE
+
+    def row(carat, depth, table, x, y, z, price=2757.0):
+        return f"{carat!r},Ideal,E,VS1,{depth!r},{table!r},{price!r},{x!r},{y!r},{z!r}"
+
+    def consistent(x, y, depth=61.8, density=0.006, table=56.0):
+        z = depth * (x + y) / 200.0
+        return row(density * x * y * z, depth, table, x, y, z)
+
+    out = []
+    for nudge in (1 - 1e-6, 1.0, 1 + 1e-6):
+        for bound in ROUNDNESS_RANGE:
+            out.append(consistent(5.7 * bound * nudge, 5.7))
+        for bound in DENSITY_RANGE:
+            out.append(consistent(5.7, 5.72, density=bound * nudge))
+        for bound in RANGES["table"]:
+            out.append(consistent(5.7, 5.72, table=bound * nudge))
+        for sign in (-1, 1):
+            z = 3.53
+            implied = 200.0 * z / (5.7 + 5.72)
+            out.append(row(0.006 * 5.7 * 5.72 * z, implied + sign * DEPTH_TOLERANCE * nudge, 56.0, 5.7, 5.72, z))
+        out.append(row(0.7, 61.8, 56.0, 5.7, 5.72, 3.53, price=1e7 * nudge))
+    return out
+
+
+@pytest.mark.parametrize("order", [HEADER.strip(), "price,z,y,x,table,depth,clarity,color,cut,carat"])
+def test_the_fast_path_keeps_every_answer_and_reason_of_check_stone(order, monkeypatch):
+    import random
+
+    import gemcast.cleaning as cleaning
+
+    rng = random.Random(7)
+    names = order.split(",")
+    rows = []
+    for row in damaged_rows(rng):
+        cells = dict(zip(HEADER.strip().split(","), row.split(","), strict=False))
+        rows.append(",".join(cells.get(n, "") for n in names) if len(row.split(",")) == len(names) else row)
+    rows += rows[:50]  # exact duplicates too
+    if order == HEADER.strip():
+        rows += boundary_rows()
+    text = order + "\n" + "\n".join(rows) + "\n"
+    fast = clean_csv(text, source="raw/x.csv")
+    monkeypatch.setattr(cleaning, "plain_row_reader", lambda header: lambda cells: None)
+    slow = clean_csv(text, source="raw/x.csv")
+    assert fast.accepted == slow.accepted and [list(v) for v in fast.accepted] == [list(v) for v in slow.accepted]
+    assert fast.accepted_lines == slow.accepted_lines
+    assert [r.as_dict() for r in fast.rejected] == [r.as_dict() for r in slow.rejected]
+    assert fast.curated_csv() == slow.curated_csv() and fast.rejected_jsonl() == slow.rejected_jsonl()
+    assert 1000 < len(fast.rejected) < len(rows) - 1000  # both answers well represented

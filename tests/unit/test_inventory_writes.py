@@ -12,7 +12,7 @@ from boto3.dynamodb.types import TypeSerializer
 
 from gemcast.cleaning import clean_csv
 from gemcast.errors import GemcastError
-from gemcast.gcp import EMULATOR_OPS, RAMP_START_OPS, WRITE_ATTEMPTS, FirestoreInventory
+from gemcast.gcp import EMULATOR_OPS, RAMP_START_OPS, WRITE_ATTEMPTS, FirestoreInventory, write_pb
 from gemcast.inventory import dynamodb_item, item_id, plain, to_item
 
 DATA = Path(__file__).resolve().parents[2] / "data"
@@ -21,7 +21,10 @@ DATA = Path(__file__).resolve().parents[2] / "data"
 def test_dynamodb_items_are_what_the_resource_would_send() -> None:
     stones = clean_csv((DATA / "diamonds.csv").read_bytes()).accepted
     serialize = TypeSerializer().serialize
-    for stone in [*stones, {**stones[0], "carat": 1e-05, "price": 1e16, "x": 0.1 + 0.2}]:
+    odd = [{**stones[0], "carat": 1e-05, "price": 1e16, "x": 0.1 + 0.2},
+           {**stones[0], "carat": -0.0, "price": 123456789012345.67, "x": 1e-120, "y": 9.99e125,
+            "z": 100.0, "depth": 0.001, "table": 1234567890123456789.0}]
+    for stone in [*stones, *odd]:
         item = to_item(stone)
         resource_form = {k: serialize(Decimal(str(v)) if isinstance(v, float) else v) for k, v in item.items()}
         assert dynamodb_item(item) == resource_form
@@ -108,7 +111,9 @@ def test_the_emulator_is_not_ramped_up_and_a_rate_given_is_kept(monkeypatch: pyt
     assert given.initial_ops_per_second == given.max_ops_per_second == 200
 
 
-def test_failed_firestore_writes_are_retried_and_one_that_keeps_failing_is_raised() -> None:
+def test_failed_firestore_writes_are_retried_and_one_that_keeps_failing_is_raised(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(FirestoreInventory, "new_writer", lambda self: self.client.bulk_writer(self.writer_options()))
     stones = clean_csv((DATA / "diamonds.csv").read_bytes()).accepted[:3]
     ids = [item_id(s) for s in stones]
 
@@ -119,3 +124,18 @@ def test_failed_firestore_writes_are_retried_and_one_that_keeps_failing_is_raise
     client = Client({ids[1]: None})
     with pytest.raises(GemcastError, match=f"1 stones could not be written to Firestore, e.g. {ids[1]}"):
         FirestoreInventory(client, "inventory").put_stones(stones)
+
+
+def test_the_firestore_writes_made_here_are_the_librarys_own_to_the_byte() -> None:
+    from google.cloud.firestore_v1 import _helpers
+
+    stones = clean_csv((DATA / "diamonds.csv").read_bytes()).accepted
+    path = "projects/p/databases/(default)/documents/inventory/"
+    odd = {"n": 3, "big": 2**63 - 1, "small": -2**63, "tiny": 5e-324, "text": "é#ü", "empty": ""}
+    for item in [*(to_item(s) for s in stones[:500]), odd]:
+        ours = write_pb(path + "one", item)
+        assert ours.SerializeToString(deterministic=True) == \
+            _helpers.pbs_for_set_no_merge(path + "one", item)[0]._pb.SerializeToString(deterministic=True)
+    # Anything else is left to the library's own encoding.
+    for other in ({"flag": True}, {"none": None}, {"huge": 2**63}, {"list": [1.0]}, {"map": {"a": 1.0}}):
+        assert write_pb(path + "one", other) is None

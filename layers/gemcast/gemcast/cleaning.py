@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gemcast.errors import DatasetError
-from gemcast.schema import COLUMNS, Problem, check_stone, encode, stone_id
+from gemcast.schema import CATEGORIES, COLUMNS, MAX_PRICE, Problem, check_stone, encode, plainly_valid, stone_id
 
 MAX_REPORTED_EXAMPLES = 5
 
@@ -122,6 +122,44 @@ def _row_of(cells: list[str]) -> dict[str, Any]:
     return dict(zip(COLUMNS, cells, strict=True))
 
 
+def _raw_row(header: list[str], cells: list[str]) -> dict[str, Any]:
+    return dict(zip(header, cells, strict=True))
+
+
+def plain_row_reader(header: list[str]) -> Callable[[list[str]], dict[str, Any] | None]:
+    """For a checked header, a function from a row's cells (as many as the header's) to its
+    typed values as ``check_stone(row, with_price=True)`` gives them, or None.
+
+    It answers only for a row that is plainly valid: every number reads as ``float`` reads it,
+    every grade is spelled as in ``CATEGORIES``, and ``plainly_valid`` passes the measurements.
+    Any other row is None, and goes to ``check_stone`` to be decided and its reasons worded, so
+    the two cannot disagree (tests/unit/test_cleaning.py compares them on damaged rows).
+    """
+    at = {name: header.index(name) for name in COLUMNS}
+    carat_at, depth_at, table_at, price_at, x_at, y_at, z_at = (
+        at[n] for n in ("carat", "depth", "table", "price", "x", "y", "z"))
+    grades = [(name, at[name], frozenset(CATEGORIES[name])) for name in CATEGORIES]
+
+    def read(cells: list[str]) -> dict[str, Any] | None:
+        values: dict[str, Any] = {}
+        for name, index, allowed in grades:
+            if cells[index] not in allowed:
+                return None
+            values[name] = cells[index]
+        try:
+            carat, depth, table = float(cells[carat_at]), float(cells[depth_at]), float(cells[table_at])
+            x, y, z, price = float(cells[x_at]), float(cells[y_at]), float(cells[z_at]), float(cells[price_at])
+            if not (0.0 < price <= MAX_PRICE and plainly_valid(carat, depth, table, x, y, z)):
+                return None
+        except (ValueError, ZeroDivisionError):
+            return None
+        # In check_stone's order: the features, then the price.
+        return {"carat": carat, "cut": values["cut"], "color": values["color"], "clarity": values["clarity"],
+                "depth": depth, "table": table, "x": x, "y": y, "z": z, "price": price}
+
+    return read
+
+
 def _reads_back(row: Mapping[str, Any], cells: list[str]) -> bool:
     """Whether ``row`` read back from the cells of its ``curated_line`` gives the very same values."""
     for name, cell in zip(COLUMNS, cells, strict=True):
@@ -177,9 +215,11 @@ def _check_header(header: list[str] | None) -> list[str]:
 class Cleaner:
     """Cleans one or more CSV documents as one dataset (duplicates are found across them)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, on_accept: Callable[[dict[str, Any]], None] | None = None) -> None:
+        """``on_accept`` is called with each row as it is accepted (an ingest loads it meanwhile)."""
         self.result = CleanResult()
         self._first_line_of: dict[str, str] = {}
+        self._on_accept = on_accept
 
     def add_rows(self, rows: Iterable[list[str] | tuple[list[str], Problem | None]], *, source: str = "") -> None:
         """Rows of cells (the first is the header), or ``csv_lines`` pairs (cells, problem)."""
@@ -194,12 +234,17 @@ class Cleaner:
             raise DatasetError(f"{where}{exc}") from exc
         self.result.source = ", ".join(s for s in (self.result.source, source) if s)
         before = self.result.total
+        plain = plain_row_reader(header)
         for line, (cells, unreadable) in enumerate(iterator, start=2):
             if unreadable is not None:
                 self.result.rejected.append(RejectedRow(line, {"line": cells[0]}, [unreadable], source))
                 continue
             if not cells or all(not c.strip() for c in cells):
                 continue  # a blank line is not a row
+            values = plain(cells) if len(cells) == len(header) else None
+            if values is not None:
+                self._admit(line, functools.partial(_raw_row, header, cells), values, [], source)
+                continue
             raw = dict(zip(header, cells, strict=False))
             problems: list[Problem] = []
             if len(cells) != len(header):
@@ -225,6 +270,8 @@ class Cleaner:
         else:
             self.result.accepted.append(values)
             self.result.accepted_lines.append(line)
+            if self._on_accept is not None:
+                self._on_accept(values)
 
     def add_curated(self, accepted: list[dict[str, Any]], *, source: str = "") -> bool:
         """Add the accepted rows of a batch as its curated CSV (``curated_csv``) would add them,
@@ -269,8 +316,9 @@ def clean_rows(rows: Iterable[list[str]], *, source: str = "") -> CleanResult:
     return cleaner.finish()
 
 
-def clean_csv(text: str | bytes, *, source: str = "") -> CleanResult:
-    """Clean a whole CSV document."""
-    cleaner = Cleaner()
+def clean_csv(text: str | bytes, *, source: str = "",
+              on_accept: Callable[[dict[str, Any]], None] | None = None) -> CleanResult:
+    """Clean a whole CSV document (``on_accept``: see ``Cleaner``)."""
+    cleaner = Cleaner(on_accept=on_accept)
     cleaner.add_csv(text, source=source)
     return cleaner.finish()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import queue
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -96,24 +97,33 @@ def ingest_object(storage: Storage, key: str, inventory: Inventory) -> IngestRes
         logger.info("%s was already ingested from the same content; nothing to do", key)
         return IngestResult(key, "unchanged", done.get("accepted", 0), done.get("rejected", 0), 0,
                             done.get("snapshot_id"))
-    try:
-        result = clean_csv(raw, source=key)
-    except DatasetError as exc:
-        error = {"key": key, "sha256": digest, "error": str(exc), "at": _now()}
-        storage.write_bytes(f"{REJECTED}{name}.error.json", json.dumps(error, indent=2).encode(), "application/json")
-        logger.warning("%s is unusable: %s", key, exc)
-        return IngestResult(key, "unusable", error=str(exc))
     curated = f"{CURATED}{name}.csv"
-    storage.write_bytes(curated, result.curated_csv().encode(), "text/csv")
-    if result.rejected:
-        storage.write_bytes(f"{REJECTED}{name}.jsonl", result.rejected_jsonl().encode(), "application/x-ndjson")
-    else:
-        storage.delete(f"{REJECTED}{name}.jsonl")
-    # The snapshot is worked out while the inventory load waits on its writes; it is written
-    # only once every stone is loaded.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot") as pool:
+    # Each accepted stone goes to the inventory load (a thread of its own) as it is accepted;
+    # the curated and rejected files are written and the snapshot worked out while the load
+    # waits on its writes. The snapshot and the marker are written only once every stone is
+    # loaded; a load that fails raises before them, so a redelivered event loads again.
+    accepted: queue.SimpleQueue[dict[str, Any] | None] = queue.SimpleQueue()
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="ingest") as pool:
+        load = pool.submit(inventory.put_stones, iter(accepted.get, None))
+        try:
+            result = clean_csv(raw, source=key, on_accept=accepted.put)
+        except DatasetError as exc:
+            accepted.put(None)
+            load.result()  # nothing accepted: nothing loaded
+            error = {"key": key, "sha256": digest, "error": str(exc), "at": _now()}
+            storage.write_bytes(f"{REJECTED}{name}.error.json", json.dumps(error, indent=2).encode(),
+                                "application/json")
+            logger.warning("%s is unusable: %s", key, exc)
+            return IngestResult(key, "unusable", error=str(exc))
+        finally:
+            accepted.put(None)  # the end of the stones (a second one after an error is never read)
+        storage.write_bytes(curated, result.curated_csv().encode(), "text/csv")
+        if result.rejected:
+            storage.write_bytes(f"{REJECTED}{name}.jsonl", result.rejected_jsonl().encode(), "application/x-ndjson")
+        else:
+            storage.delete(f"{REJECTED}{name}.jsonl")
         snapshot_of_all = pool.submit(curated_snapshot, storage, {curated: result.accepted})
-        loaded = inventory.put_stones(result.accepted)
+        loaded = load.result()
         snapshot_id, combined = snapshot_of_all.result()
     snapshot = {
         "snapshot_id": snapshot_id,

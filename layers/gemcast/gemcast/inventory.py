@@ -162,7 +162,11 @@ def dynamodb_item(item: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         if isinstance(value, str):
             out[key] = {"S": value}
         elif isinstance(value, float):
-            out[key] = {"N": str(DYNAMODB_CONTEXT.create_decimal(str(value)))}
+            text = repr(value)
+            # Decimal gives back a float's shortest text unchanged unless it has an exponent
+            # (1e-05 is 0.00001 there) or is no number at all (inf, nan: refused by Decimal).
+            plain_text = "e" not in text and "n" not in text
+            out[key] = {"N": text if plain_text else str(DYNAMODB_CONTEXT.create_decimal(text))}
         else:
             out[key] = TypeSerializer().serialize(value)
     return out
@@ -209,17 +213,29 @@ class DynamoInventory:
         again with a growing pause until none is left (or InventoryWriteError says how many)."""
         from concurrent.futures import ThreadPoolExecutor
 
-        unique: dict[tuple[str, str], dict[str, Any]] = {}
-        for stone in stones:
-            item = to_item(stone)
-            # One key once per request: BatchWriteItem refuses a batch that names a key twice.
-            unique[(item["stone_group"], item["carat_key"])] = dynamodb_item(item)
-        items = list(unique.values())
-        batches = [items[i:i + BATCH_SIZE] for i in range(0, len(items), BATCH_SIZE)]
+        # A key once: BatchWriteItem refuses a batch that names a key twice, and the same key is
+        # the same stone at the same price (``item_id``), so a repeat has nothing more to write.
+        seen: set[tuple[str, str]] = set()
+        batch: list[dict[str, Any]] = []
         client = self.client
         with ThreadPoolExecutor(max_workers=max(1, self.writers), thread_name_prefix="inventory") as pool:
-            list(pool.map(lambda batch: self._write_batch(client, batch), batches))
-        return len(items)
+            sent = []
+            # Each batch is sent as soon as it is full, while ``stones`` is still being made.
+            for stone in stones:
+                item = to_item(stone)
+                key = (item["stone_group"], item["carat_key"])
+                if key in seen:
+                    continue
+                seen.add(key)
+                batch.append(dynamodb_item(item))
+                if len(batch) == BATCH_SIZE:
+                    sent.append(pool.submit(self._write_batch, client, batch))
+                    batch = []
+            if batch:
+                sent.append(pool.submit(self._write_batch, client, batch))
+            for future in sent:
+                future.result()
+        return len(seen)
 
     def _write_batch(self, client: Any, items: list[dict[str, Any]]) -> None:
         import time

@@ -269,6 +269,29 @@ def check_stone(raw: Mapping[str, Any], *, with_price: bool = False) -> tuple[di
     return values, problems
 
 
+def plainly_valid(carat: Any, depth: Any, table: Any, x: Any, y: Any, z: Any) -> Any:
+    """Whether measurements pass every numeric rule of ``check_stone`` (ranges, roundness,
+    depth, density): for plain floats a bool, for numpy arrays a mask, by the same expressions.
+
+    The fast path of the batch checks (``gemcast.predict.validate_batch`` on columns, the
+    dataset cleaner on each row), which only ever accept with it: a stone it does not pass goes
+    to ``check_stone``, which decides and words the reasons. A NaN or an infinity fails some
+    comparison here, so no separate finiteness test is needed. With floats, a zero divisor
+    raises ZeroDivisionError (a caller treats that as not plain); numpy callers silence
+    its warnings (``np.errstate``).
+    """
+    ok = True
+    for name, value in (("carat", carat), ("depth", depth), ("table", table), ("x", x), ("y", y), ("z", z)):
+        low, high = RANGES[name]
+        ok = ok & ((value > low) if name in EXCLUSIVE_LOW else (value >= low)) & (value <= high)
+    ratio = x / y
+    implied = 200.0 * z / (x + y)
+    density = carat / (x * y * z)
+    return (ok & (ratio >= ROUNDNESS_RANGE[0]) & (ratio <= ROUNDNESS_RANGE[1])
+            & (abs(depth - implied) <= DEPTH_TOLERANCE)
+            & (density >= DENSITY_RANGE[0]) & (density <= DENSITY_RANGE[1]))
+
+
 def _consistency(v: Mapping[str, Any]) -> list[Problem]:
     problems: list[Problem] = []
     if all(k in v for k in ("x", "y")):
