@@ -78,3 +78,11 @@ def test_the_layer_the_makefile_and_the_dev_venv_take_the_same_lock() -> None:
     # The exporter reads scikit-learn's internals: its test here runs on the image's version.
     for name in ("scikit-learn", "numpy", "onnx", "onnxruntime"):
         assert version(name) == pins[name], f"{name} {version(name)} here, {pins[name]} in constraints.txt"
+
+
+def test_the_cloud_functions_take_the_firestore_the_tests_run_on() -> None:
+    # The inventory load hands BulkWriter prepared Writes through the library's internals
+    # (gemcast.gcp.stone_writer_class): the functions deploy the version tested here.
+    pins = dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)$", CONSTRAINTS.read_text(), re.M))
+    deployed = dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)$", (REPO / "gcp" / "requirements.txt").read_text(), re.M))
+    assert deployed["google-cloud-firestore"] == pins["google-cloud-firestore"] == version("google-cloud-firestore")
