@@ -310,9 +310,12 @@ def test_group_gives_the_union_of_envs_and_stops_everything() -> None:
 
 _RUNNER = textwrap.dedent(
     """
-    import sys, time
+    import signal, sys, time
     from gemcast_local.servers import GcsEmulator, MotoServer, ServerGroup, exit_on_sigterm
     exit_on_sigterm()
+    # Ctrl-C reaches a stack run in the foreground; a test run started in the background by a
+    # shell inherits SIGINT ignored, which Python keeps, so the default is put back here.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     logs = sys.argv[1]
     with ServerGroup() as group:
         servers = MotoServer(log_path=logs + "/moto.log"), GcsEmulator(log_path=logs + "/gcs.log")
