@@ -609,8 +609,8 @@ class LocalStack:
             f'  curl -s -H "Authorization: $TOKEN" {api}/v1/predictions/mine',
             "",
             "New data: a CSV put under raw/ is cleaned and loaded by the preprocess function in the",
-            "background while the API keeps answering (diamonds_large.csv, 48,940 rows: about 30 s on",
-            "2 busy cores; `python -m bench.run ingest` measures it); then the schedule's trigger",
+            "background while the API keeps answering (diamonds_large.csv, 48,940 rows: about 25 s on",
+            "2 cores; `python -m bench.run ingest` measures it); then the schedule's trigger",
             "trains on it, and a better model replaces the endpoint's once it is checked to serve:",
             f"  AWS_ENDPOINT_URL={self.moto.url} AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing "
             f"AWS_DEFAULT_REGION={self.config.region} {_python_command()} -c "
