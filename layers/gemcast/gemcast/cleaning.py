@@ -118,11 +118,8 @@ def curated_line(row: Mapping[str, Any]) -> str:
     )
 
 
-def _row_of(cells: list[str]) -> dict[str, Any]:
-    return dict(zip(COLUMNS, cells, strict=True))
-
-
-def _raw_row(header: list[str], cells: list[str]) -> dict[str, Any]:
+def _raw_row(header: Iterable[str], cells: list[str]) -> dict[str, Any]:
+    """A row as read: its header's names to its cells (made only for a row that is rejected)."""
     return dict(zip(header, cells, strict=True))
 
 
@@ -284,7 +281,7 @@ class Cleaner:
             return False
         self.result.source = ", ".join(s for s in (self.result.source, source) if s)
         for line, (values, text) in enumerate(zip(accepted, cells, strict=True), start=2):
-            self._admit(line, functools.partial(_row_of, text), dict(values), [], source)
+            self._admit(line, functools.partial(_raw_row, COLUMNS, text), dict(values), [], source)
         return True
 
     def add_csv(self, text: str | bytes, *, source: str = "") -> None:

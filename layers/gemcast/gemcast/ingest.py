@@ -73,10 +73,11 @@ def curated_snapshot(storage: Storage, fresh: Mapping[str, list[dict[str, Any]]]
     names = [k for k in storage.list(CURATED) if k.endswith(".csv")]
     if not names:
         return "snap-empty", None
+    fresh = fresh or {}
     cleaner = Cleaner()
     for name in names:
         source = name[len(CURATED):]
-        if name in (fresh or {}) and cleaner.add_curated((fresh or {})[name], source=source):
+        if name in fresh and cleaner.add_curated(fresh[name], source=source):
             continue
         cleaner.add_csv(storage.read_bytes(name), source=source)
     result = cleaner.finish()
