@@ -12,7 +12,7 @@ from boto3.dynamodb.types import TypeSerializer
 
 from gemcast.cleaning import clean_csv
 from gemcast.errors import GemcastError
-from gemcast.gcp import EMULATOR_OPS, RAMP_START_OPS, WRITE_ATTEMPTS, FirestoreInventory, write_pb
+from gemcast.gcp import RAMP_START_OPS, UNCAPPED_OPS, WRITE_ATTEMPTS, FirestoreInventory, write_pb
 from gemcast.inventory import dynamodb_item, item_id, plain, to_item
 
 DATA = Path(__file__).resolve().parents[2] / "data"
@@ -99,14 +99,14 @@ def test_firestore_starts_at_500_a_second_and_may_ramp_up_by_the_500_50_5_rule(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("FIRESTORE_EMULATOR_HOST", raising=False)
     options = FirestoreInventory(Client(), "inventory").writer_options()
-    assert (options.initial_ops_per_second, options.max_ops_per_second) == (RAMP_START_OPS, EMULATOR_OPS)
+    assert (options.initial_ops_per_second, options.max_ops_per_second) == (RAMP_START_OPS, UNCAPPED_OPS)
     assert options.mode.name == "parallel"
 
 
 def test_the_emulator_is_not_ramped_up_and_a_rate_given_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", "127.0.0.1:8080")
     options = FirestoreInventory(Client(), "inventory").writer_options()
-    assert options.initial_ops_per_second == options.max_ops_per_second == EMULATOR_OPS
+    assert options.initial_ops_per_second == options.max_ops_per_second == UNCAPPED_OPS
     given = FirestoreInventory(Client(), "inventory", ops_per_second=200).writer_options()
     assert given.initial_ops_per_second == given.max_ops_per_second == 200
 

@@ -313,8 +313,9 @@ def recent_for_caller(client: Any, collection: str, caller: str, limit: int = 20
 # Firestore's 500/50/5 rule (best practices, "Ramping up traffic"): at most 500 operations a
 # second to a new collection, then 50% more every 5 minutes, so that it can split its tablets.
 RAMP_START_OPS = 500
-# The emulator is one process in memory with no tablets to split: its own speed is the limit.
-EMULATOR_OPS = 1_000_000
+# No cap of ours: the top of the production ramp, and the emulator's whole rate (one process in
+# memory with no tablets to split: its own speed is the limit).
+UNCAPPED_OPS = 1_000_000
 WRITE_ATTEMPTS = 10
 
 
@@ -396,7 +397,7 @@ class FirestoreInventory:
     def __init__(self, client: Any, collection: str, *, ops_per_second: int | None = None) -> None:
         self.client = client
         self.collection = client.collection(collection)
-        self.ops_per_second = ops_per_second or (EMULATOR_OPS if os.environ.get("FIRESTORE_EMULATOR_HOST") else None)
+        self.ops_per_second = ops_per_second or (UNCAPPED_OPS if os.environ.get("FIRESTORE_EMULATOR_HOST") else None)
 
     def writer_options(self) -> Any:
         """The BulkWriterOptions of a load: batches sent in parallel; the rate as in the class doc."""
@@ -405,7 +406,7 @@ class FirestoreInventory:
         if self.ops_per_second is None:
             # The library's max_ops_per_second defaults to the start rate, which would stop the
             # ramp at 500 a second for good; the rule's 50% every 5 minutes is what it allows.
-            return BulkWriterOptions(initial_ops_per_second=RAMP_START_OPS, max_ops_per_second=EMULATOR_OPS,
+            return BulkWriterOptions(initial_ops_per_second=RAMP_START_OPS, max_ops_per_second=UNCAPPED_OPS,
                                      mode=SendMode.parallel)
         return BulkWriterOptions(initial_ops_per_second=self.ops_per_second,
                                  max_ops_per_second=self.ops_per_second, mode=SendMode.parallel)
