@@ -143,7 +143,13 @@ def sign_in(page: Any, site: Site, user: User) -> None:
     page.keyboard.press("Tab")
     page.keyboard.type(user.password)
     page.keyboard.press("Enter")
-    page.wait_for_url(re.compile(r".*/price$"))
+    try:
+        # Signing in waits on the identity stand-in (Cognito on moto, or the Firebase Auth
+        # emulator, a Node process); on a loaded 2-core machine it can outlast one action.
+        page.wait_for_url(re.compile(r".*/price$"), timeout=45_000)
+    except Exception as exc:
+        raise AssertionError(f"sign-in did not reach /price: at {page.url}, page says "
+                             f"{page.locator('body').inner_text()[:500]!r}") from exc
 
 
 def price_a_stone(page: Any, **values: str) -> None:
